@@ -1,0 +1,217 @@
+"""Pydantic models of the reference data and registrations: the HTTP contract (design.md section 4).
+
+The same models travel inside registry events, so a service's copy of the reference data is exactly what
+the coordinator put in. Field validators give messages a school can act on.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from shared.identity import REGISTRATION_ID, SLUG_ID, is_municipality_code, pupil_ref_problem
+from shared.timeutil import in_force_on, today
+
+TASK_CATEGORIES = {
+    1: "social skills",
+    2: "behaviour",
+    3: "mental-health treatment",
+    4: "personal care",
+    5: "paramedical",
+    6: "medical care",
+    7: "nursing",
+    8: "learning disorders",
+    9: "indirect support",
+    10: "care meetings",
+    11: "other care work",
+}
+FUNDING_SOURCES = ("jeugdwet", "wlz", "zvw", "wmo", "education")
+SETTLEMENT_KEYS = ("residence_hours", "residence_pupils", "youth_share", "fixed_shares", "host_pays")
+
+SlugId = Annotated[str, Field(pattern=SLUG_ID.pattern, min_length=1, max_length=64)]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+def _check_municipality(code: str) -> str:
+    if not is_municipality_code(code):
+        raise ValueError(f"municipality code must be 'GM' followed by 4 digits (CBS code), got {code!r}")
+    return code
+
+
+class Period(Model):
+    """An effective-dated interval; `from` and `until` are inclusive, `until` open when absent."""
+
+    valid_from: dt.date = Field(alias="from")
+    valid_until: dt.date | None = Field(default=None, alias="until")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Period":
+        if self.valid_until is not None and self.valid_until < self.valid_from:
+            raise ValueError("until must not be before from")
+        return self
+
+
+class Residence(Period):
+    municipality: str
+
+    _code = field_validator("municipality")(_check_municipality)
+
+
+class Municipality(Model):
+    name: str = Field(min_length=1, max_length=200)
+    youth_population: int | None = Field(default=None, ge=0)
+    # Absent: participates always. Present: participates only on days one of these periods covers.
+    participation: list[Period] | None = None
+
+    def participates_on(self, day: dt.date) -> bool:
+        return self.participation is None or in_force_on(self.participation, day) is not None
+
+
+class School(Model):
+    name: str = Field(min_length=1, max_length=200)
+    municipality: str
+
+    _code = field_validator("municipality")(_check_municipality)
+
+
+class Group(Model):
+    name: str = Field(min_length=1, max_length=200)
+
+
+class Pupil(Model):
+    group_id: SlugId
+    enrolled_from: dt.date
+    enrolled_until: dt.date | None = None
+    residence: list[Residence] = Field(min_length=1)
+
+    def enrolled_on(self, day: dt.date) -> bool:
+        return self.enrolled_from <= day and (self.enrolled_until is None or day <= self.enrolled_until)
+
+    def residence_on(self, day: dt.date) -> str | None:
+        found = in_force_on(self.residence, day)
+        return found.municipality if found else None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Pupil":
+        if self.enrolled_until is not None and self.enrolled_until < self.enrolled_from:
+            raise ValueError("enrolled_until must not be before enrolled_from")
+        return self
+
+
+class Rate(Model):
+    valid_from: dt.date = Field(alias="from")
+    hourly_rate_cents: int = Field(gt=0)
+
+
+class FundingLine(Model):
+    source: str = Field(min_length=1, max_length=40)
+    funder: str | None = Field(default=None, max_length=200)
+    amount_cents: int = Field(ge=0)
+
+
+class Installment(Model):
+    due: dt.date
+    amount_cents: int = Field(ge=0)
+
+
+class SettlementPolicy(Model):
+    key: Literal["residence_hours", "residence_pupils", "youth_share", "fixed_shares", "host_pays"]
+    shares: dict[str, int] | None = None
+    municipalities: list[str] | None = None
+    education_contribution_cents: int = Field(default=0, ge=0)
+    non_participating: Literal["host_absorbs", "bill"] = "host_absorbs"
+
+    @model_validator(mode="after")
+    def _key_inputs(self) -> "SettlementPolicy":
+        for code in list(self.shares or {}) + list(self.municipalities or []):
+            _check_municipality(code)
+        if self.key == "fixed_shares":
+            if not self.shares or sum(self.shares.values()) <= 0 or min(self.shares.values()) < 0:
+                raise ValueError("key fixed_shares needs shares: {municipality code: non-negative weight}, sum > 0")
+        if self.key == "youth_share" and not self.municipalities:
+            raise ValueError("key youth_share needs municipalities: [municipality codes]")
+        return self
+
+
+class Arrangement(Model):
+    school_id: SlugId
+    group_ids: list[SlugId] = Field(min_length=1)
+    start: dt.date
+    end: dt.date
+    rates: list[Rate] = Field(min_length=1)
+    cap_cents: int = Field(ge=0)
+    individual_rate_cents: int | None = Field(default=None, gt=0)
+    funding: list[FundingLine] = Field(default_factory=list)
+    installments: list[Installment] = Field(default_factory=list)
+    alert_thresholds: list[float] = Field(default_factory=lambda: [0.8, 1.0])
+    settlement: SettlementPolicy
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Arrangement":
+        if self.end < self.start:
+            raise ValueError("end must not be before start")
+        if min(r.valid_from for r in self.rates) > self.start:
+            raise ValueError("rates: the first rate must start on or before the arrangement start")
+        if any(not 0 < t <= 10 for t in self.alert_thresholds):
+            raise ValueError("alert_thresholds are fractions of the cap, each in (0, 10]")
+        return self
+
+    def rate_on(self, day: dt.date) -> int | None:
+        applicable = [r for r in self.rates if r.valid_from <= day]
+        if not applicable:
+            return None
+        return max(applicable, key=lambda r: r.valid_from).hourly_rate_cents
+
+    def covers(self, day: dt.date) -> bool:
+        return self.start <= day <= self.end
+
+
+class Registration(Model):
+    """One care-hour registration as a school submits it."""
+
+    registration_id: str = Field(min_length=1, max_length=64, pattern=REGISTRATION_ID.pattern)
+    school_id: SlugId
+    group_id: SlugId
+    date: dt.date
+    minutes: int = Field(ge=1, le=720)
+    care_worker: str = Field(min_length=1, max_length=200)
+    task_category: int
+    funding: Literal["jeugdwet", "wlz", "zvw", "wmo", "education"] | None = None
+    pupils: list[str] | None = Field(default=None, max_length=200)
+
+    @field_validator("task_category")
+    @classmethod
+    def _care_category(cls, value: int) -> int:
+        if value == 12:
+            raise ValueError("task_category 12 (education tasks) is not care and cannot be charged to the pot")
+        if value not in TASK_CATEGORIES:
+            raise ValueError("task_category must be 1..11 (ZiO screening list)")
+        return value
+
+    @field_validator("date")
+    @classmethod
+    def _not_future(cls, value: dt.date) -> dt.date:
+        if value > today():
+            raise ValueError(f"date {value.isoformat()} is in the future; register care after it was given")
+        return value
+
+    @field_validator("pupils")
+    @classmethod
+    def _pupil_refs(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        for ref in value:
+            problem = pupil_ref_problem(ref)
+            if problem:
+                raise ValueError(f"{problem} (got {ref!r})")
+        if len(set(value)) != len(value):
+            raise ValueError("pupils lists a pupil_ref more than once")
+        return value
+
+
+class VoidRequest(Model):
+    reason: str = Field(min_length=1, max_length=500)

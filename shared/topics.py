@@ -1,0 +1,36 @@
+"""Topic names and partition counts: the one list every service and the admin tooling use.
+
+`care.logged` carries both `care.logged` and `care.voided` events, keyed by school, so a void is always
+consumed after the registration it voids (one partition keeps a school's facts in order).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    fact: bool  # facts are kept forever (retention.ms=-1 on Apache Kafka)
+
+
+REGISTRY = "registry.changes"     # reference data, one partition: a total order for the registry version
+HOURS_SUBMITTED = "hours.submitted"  # gateway -> hours: registrations and void requests, key school_id
+CARE_LOGGED = "care.logged"       # hours -> budget, settlement: accepted care and voids, key school_id
+HOURS_REJECTED = "hours.rejected"  # hours -> (gateway views, audit): rejections with reasons, key school_id
+BUDGET_ALERTS = "budget.alerts"   # budget -> anyone: threshold crossings, key arrangement_id
+STATEMENTS = "settlement.statements"  # settlement -> anyone: issued statements, key municipality code
+EPOCH = "zorgpot.epoch"           # one record at offset 0 naming the broker's life; see shared/kafka.py
+
+PARTITIONS = 6
+
+ALL: tuple[TopicSpec, ...] = (
+    TopicSpec(REGISTRY, 1, True),
+    TopicSpec(HOURS_SUBMITTED, PARTITIONS, True),
+    TopicSpec(CARE_LOGGED, PARTITIONS, True),
+    TopicSpec(HOURS_REJECTED, PARTITIONS, True),
+    TopicSpec(BUDGET_ALERTS, PARTITIONS, True),
+    TopicSpec(STATEMENTS, PARTITIONS, True),
+    TopicSpec(EPOCH, 1, True),
+)
