@@ -6,8 +6,10 @@ the coordinator put in. Field validators give messages a school can act on.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from typing import Annotated, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.identity import REGISTRATION_ID, SLUG_ID, is_municipality_code, pupil_ref_problem
@@ -211,6 +213,11 @@ class Registration(Model):
         if len(set(value)) != len(value):
             raise ValueError("pupils lists a pupil_ref more than once")
         return value
+
+
+    def content_hash(self) -> str:
+        """Canonical digest of the content: equal for an identical resend, different for any change."""
+        return hashlib.sha256(orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 class VoidRequest(Model):

@@ -76,6 +76,16 @@ class Settings(BaseSettings):
         return self.broker_profile == "embedded"
 
 
+def configure_logging(service: str, settings: Settings) -> None:
+    import logging
+
+    logging.basicConfig(level=settings.log_level,
+                        format=f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s", force=True)
+    # The Kafka clients log every connection at INFO; only their warnings help an operator.
+    for noisy in ("kafka", "aiokafka", "faust", "mode"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(settings.log_level)))
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()

@@ -1,0 +1,339 @@
+"""Gateway (FastAPI): the only HTTP entry for users. Authenticates, validates, writes facts to its own
+database + outbox (relayed to Kafka), and reads the stream services through their internal HTTP views."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Literal
+
+import httpx
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import update
+
+from services.gateway import books
+from services.gateway.auth import ROLES, Principal, authenticate, forbid, hash_token, new_token, now_utc
+from services.gateway.parsing import BodyError, parse_batch
+from services.gateway.service import Conflict, Intake, Invalid, NotFound, RegistryWriter
+from shared.db import create_tables, make_engine, readonly
+from shared.identity import SLUG_ID, is_municipality_code, pupil_ref_problem
+from shared.outbox import OutboxRelay
+from shared.schemas import Arrangement, Group, Municipality, Pupil, Registration, School, VoidRequest
+from shared.settings import Settings, get_settings
+
+log = logging.getLogger("zorgpot.gateway")
+
+REQUESTS = Counter("zorgpot_gateway_requests_total", "Gateway HTTP requests", ["method", "route", "status"])
+LATENCY = Histogram("zorgpot_gateway_request_seconds", "Gateway HTTP request latency", ["method", "route"])
+REGISTRATIONS = Counter("zorgpot_gateway_registrations_total", "Registrations received, by outcome", ["outcome"])
+
+IdPath = Annotated[str, Path(pattern=SLUG_ID.pattern, min_length=1, max_length=64)]
+CodePath = Annotated[str, Path(pattern=r"^GM\d{4}$", description="CBS municipality code, e.g. GM0984")]
+RETRY_AFTER_S = 5
+
+
+def problem(status: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+class TokenRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["coordinator", "school", "municipality"]
+    subject: str | None = Field(default=None, max_length=64)
+    label: str | None = Field(default=None, max_length=200)
+
+
+class WebhookRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: str = Field(min_length=8, max_length=2000, pattern=r"^https?://")
+    secret: str = Field(min_length=16, max_length=200)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        engine = make_engine(settings.db_url("gateway"))
+        await create_tables(engine, books.metadata)
+        relay = OutboxRelay("gateway", engine, books.outbox, books.relay_state, settings)
+        app.state.settings = settings
+        app.state.engine = engine
+        app.state.read_engine = readonly(engine)
+        app.state.coordinator_token = settings.coordinator_token
+        app.state.relay = relay
+        app.state.registry = RegistryWriter(engine)
+        app.state.intake = Intake(engine)
+        app.state.http = httpx.AsyncClient(timeout=10.0)
+        relay_task = asyncio.create_task(relay.run())
+        try:
+            yield
+        finally:
+            await relay.stop()
+            relay_task.cancel()
+            await app.state.http.aclose()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="Zorgpot gateway",
+        version="1.0",
+        description="Collective funding of care in special-school groups: hour registrations, budget pots, "
+                    "settlement statements. Every call except /health needs `Authorization: Bearer TOKEN`.",
+        lifespan=lifespan,
+    )
+
+    @app.middleware("http")
+    async def limits_and_metrics(request: Request, call_next):  # noqa: ANN001
+        started = time.perf_counter()
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > settings.max_body_bytes:
+            response: Response = problem(413, f"request body is {int(length)} bytes; the limit is "
+                                              f"{settings.max_body_bytes} bytes: split the batch")
+        else:
+            response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        REQUESTS.labels(request.method, path, str(response.status_code)).inc()
+        LATENCY.labels(request.method, path).observe(time.perf_counter() - started)
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_errors(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = []
+        for err in exc.errors():
+            details.append({"loc": list(err.get("loc", ())), "field": ".".join(str(p) for p in err.get("loc", ())[1:]),
+                            "msg": str(err.get("msg", "")).removeprefix("Value error, "), "type": err.get("type")})
+        return problem(422, details)
+
+    @app.exception_handler(Invalid)
+    async def invalid_reference(_request: Request, exc: Invalid) -> JSONResponse:
+        return problem(422, [{"loc": ["body", exc.field], "field": exc.field, "msg": exc.message,
+                              "type": "reference"}])
+
+    @app.exception_handler(Conflict)
+    async def conflict(_request: Request, exc: Conflict) -> JSONResponse:
+        return problem(409, str(exc))
+
+    @app.exception_handler(NotFound)
+    async def not_found(_request: Request, exc: NotFound) -> JSONResponse:
+        return problem(404, str(exc))
+
+    @app.get("/health", tags=["operations"])
+    async def health(request: Request) -> dict[str, Any]:
+        relay: OutboxRelay = request.app.state.relay
+        return {"status": "ok", "broker_available": relay.broker_available()}
+
+    @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
+    async def metrics(request: Request) -> Response:
+        from shared.outbox import BACKLOG
+        BACKLOG.labels("gateway").set(await request.app.state.relay.backlog())
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(api_router(), prefix="/api/v1")
+    return app
+
+
+def require_coordinator(principal: Principal = Depends(authenticate)) -> Principal:
+    if not principal.is_coordinator:
+        raise forbid("only the coordinating municipality may do this")
+    return principal
+
+
+async def require_broker(request: Request) -> None:
+    """Refuse writes while the broker is unreachable or the outbox is far behind: 503 + Retry-After."""
+    relay: OutboxRelay = request.app.state.relay
+    if not relay.broker_available():
+        raise HTTPException(503, "the message broker is unavailable; nothing was stored, retry later",
+                            headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
+def api_router() -> APIRouter:
+    r = APIRouter()
+
+    # -- tokens -------------------------------------------------------------------------------------
+    @r.post("/tokens", status_code=201, tags=["tokens"])
+    async def issue_token(body: TokenRequest, request: Request, _: Principal = Depends(require_coordinator)):
+        if body.role != "coordinator" and not body.subject:
+            raise HTTPException(422, [{"loc": ["body", "subject"], "field": "subject",
+                                       "msg": f"role {body.role} needs a subject (school_id or municipality code)"}])
+        if body.role == "municipality" and not is_municipality_code(body.subject or ""):
+            raise HTTPException(422, [{"loc": ["body", "subject"], "field": "subject",
+                                       "msg": "a municipality subject is a CBS code: GM + 4 digits"}])
+        if body.role == "school" and not SLUG_ID.match(body.subject or ""):
+            raise HTTPException(422, [{"loc": ["body", "subject"], "field": "subject",
+                                       "msg": "a school subject is a school_id: 1-64 of A-Z a-z 0-9 . _ : -"}])
+        token_id, token = new_token()
+        async with request.app.state.engine.begin() as conn:
+            await conn.execute(books.tokens.insert().values(
+                id=token_id, token_hash=hash_token(token), role=body.role,
+                subject=body.subject if body.role != "coordinator" else None, label=body.label,
+                created_at=now_utc()))
+        return {"id": token_id, "token": token, "role": body.role, "subject": body.subject}
+
+    @r.delete("/tokens/{token_id}", status_code=204, tags=["tokens"])
+    async def revoke_token(request: Request, token_id: IdPath, _: Principal = Depends(require_coordinator)):
+        async with request.app.state.engine.begin() as conn:
+            result = await conn.execute(update(books.tokens).where(books.tokens.c.id == token_id)
+                                        .values(revoked_at=now_utc()))
+        if result.rowcount == 0:
+            raise NotFound(f"token {token_id!r} does not exist")
+        return Response(status_code=204)
+
+    # -- reference data -----------------------------------------------------------------------------
+    @r.put("/municipalities/{code}", tags=["reference data"], dependencies=[Depends(require_broker)])
+    async def put_municipality(body: Municipality, request: Request, code: CodePath,
+                               _: Principal = Depends(require_coordinator)):
+        doc = body.model_dump(mode="json", by_alias=True)
+        version = await request.app.state.registry.put("municipality", code, doc)
+        return {"code": code, **doc, "registry_version": version}
+
+    @r.put("/schools/{school_id}", tags=["reference data"], dependencies=[Depends(require_broker)])
+    async def put_school(body: School, request: Request, school_id: IdPath,
+                         _: Principal = Depends(require_coordinator)):
+        doc = body.model_dump(mode="json", by_alias=True)
+        version = await request.app.state.registry.put("school", school_id, doc, school_id=school_id)
+        return {"school_id": school_id, **doc, "registry_version": version}
+
+    @r.put("/schools/{school_id}/groups/{group_id}", tags=["reference data"], dependencies=[Depends(require_broker)])
+    async def put_group(body: Group, request: Request, school_id: IdPath, group_id: IdPath,
+                        principal: Principal = Depends(authenticate)):
+        if not principal.may_act_for_school(school_id):
+            raise forbid("a school token may only change its own school")
+        doc = body.model_dump(mode="json", by_alias=True)
+        version = await request.app.state.registry.put("group", f"{school_id}/{group_id}", doc, school_id=school_id)
+        return {"school_id": school_id, "group_id": group_id, **doc, "registry_version": version}
+
+    @r.put("/schools/{school_id}/pupils/{pupil_ref}", tags=["reference data"], dependencies=[Depends(require_broker)])
+    async def put_pupil(body: Pupil, request: Request, school_id: IdPath, pupil_ref: Annotated[str, Path(max_length=64)],
+                        principal: Principal = Depends(authenticate)):
+        if not principal.may_act_for_school(school_id):
+            raise forbid("a school token may only change its own school")
+        reason = pupil_ref_problem(pupil_ref)
+        if reason:
+            raise HTTPException(422, [{"loc": ["path", "pupil_ref"], "field": "pupil_ref", "msg": reason}])
+        doc = body.model_dump(mode="json", by_alias=True)
+        version = await request.app.state.registry.put("pupil", f"{school_id}/{pupil_ref}", doc, school_id=school_id)
+        return {"school_id": school_id, "pupil_ref": pupil_ref, **doc, "registry_version": version}
+
+    @r.put("/arrangements/{arrangement_id}", tags=["reference data"], dependencies=[Depends(require_broker)])
+    async def put_arrangement(body: Arrangement, request: Request, arrangement_id: IdPath,
+                              _: Principal = Depends(require_coordinator)):
+        doc = body.model_dump(mode="json", by_alias=True)
+        version = await request.app.state.registry.put("arrangement", arrangement_id, doc, school_id=body.school_id)
+        return {"arrangement_id": arrangement_id, **doc, "registry_version": version}
+
+    # -- hours --------------------------------------------------------------------------------------
+    @r.post("/hours", status_code=202, tags=["hours"], dependencies=[Depends(require_broker)],
+            responses={200: {"description": "identical resend: duplicate, nothing changed"},
+                       409: {"description": "registration_id already used with other content"}})
+    async def post_hours(body: Registration, request: Request, principal: Principal = Depends(authenticate)):
+        if not principal.may_act_for_school(body.school_id):
+            raise forbid(f"this token may only register hours for its own school, not {body.school_id!r}")
+        result = await request.app.state.intake.submit([(0, body)])
+        request.app.state.relay.wake()
+        if result.conflicts:
+            REGISTRATIONS.labels("conflict").inc()
+            raise Conflict(f"registration_id {body.registration_id!r} was already received with different "
+                           "content; use a new registration_id, or void the old one first")
+        if result.duplicates:
+            REGISTRATIONS.labels("duplicate").inc()
+            return JSONResponse({"registration_id": body.registration_id, "status": "duplicate"}, status_code=200)
+        REGISTRATIONS.labels("received").inc()
+        return {"registration_id": body.registration_id, "status": "pending"}
+
+    @r.post("/hours/batch", tags=["hours"], dependencies=[Depends(require_broker)],
+            openapi_extra={"requestBody": {"required": True, "content": {
+                "application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/Registration"}}},
+                "application/x-ndjson": {"schema": {"type": "string"}},
+                "text/csv": {"schema": {"type": "string"}}}}})
+    async def post_hours_batch(request: Request, principal: Principal = Depends(authenticate)):
+        settings: Settings = request.app.state.settings
+        body = await _read_limited(request, settings.max_body_bytes)
+        try:
+            parsed = parse_batch(body, request.headers.get("content-type", "application/json"))
+        except BodyError as exc:
+            status = 415 if "content type" in str(exc) else 422
+            raise HTTPException(status, str(exc)) from exc
+        if len(parsed) > settings.max_batch_items:
+            raise HTTPException(413, f"batch has {len(parsed)} items; the limit is {settings.max_batch_items}")
+        rejected: list[dict[str, Any]] = []
+        valid: list[tuple[int, Registration]] = []
+        for item in parsed:
+            if item.registration is None:
+                rejected.append({"index": item.index, "registration_id": item.registration_id, "errors": item.errors})
+            elif not principal.may_act_for_school(item.registration.school_id):
+                rejected.append({"index": item.index, "registration_id": item.registration_id, "errors": [
+                    {"field": "school_id", "message": "this token may only register hours for its own school"}]})
+            else:
+                valid.append((item.index, item.registration))
+        result = await request.app.state.intake.submit(valid)
+        request.app.state.relay.wake()
+        for index, rid in result.conflicts:
+            rejected.append({"index": index, "registration_id": rid, "errors": [
+                {"field": "registration_id",
+                 "message": "already received with different content; use a new registration_id"}]})
+        rejected.sort(key=lambda e: e["index"])
+        REGISTRATIONS.labels("received").inc(len(result.accepted))
+        REGISTRATIONS.labels("duplicate").inc(len(result.duplicates))
+        REGISTRATIONS.labels("invalid").inc(len(rejected))
+        return {"received": len(parsed), "accepted": len(result.accepted), "duplicates": len(result.duplicates),
+                "rejected": rejected}
+
+    @r.post("/hours/{registration_id}/void", status_code=202, tags=["hours"], dependencies=[Depends(require_broker)])
+    async def void_hours(body: VoidRequest, request: Request, registration_id: IdPath,
+                         principal: Principal = Depends(authenticate)):
+        await _own_submission(request, registration_id, principal)
+        first = await request.app.state.intake.void(registration_id, body.reason)
+        request.app.state.relay.wake()
+        if not first:
+            return JSONResponse({"registration_id": registration_id, "status": "duplicate"}, status_code=200)
+        return {"registration_id": registration_id, "status": "void_pending"}
+
+    @r.get("/hours/{registration_id}", tags=["hours"])
+    async def get_hours(request: Request, registration_id: IdPath, principal: Principal = Depends(authenticate)):
+        submission = await _own_submission(request, registration_id, principal)
+        settings: Settings = request.app.state.settings
+        try:
+            reply = await request.app.state.http.get(
+                f"{settings.url_of('hours')}/internal/registrations/{registration_id}")
+        except httpx.HTTPError as exc:
+            raise HTTPException(503, "the hours service is not reachable; the registration is safely received, "
+                                     "ask again shortly", headers={"Retry-After": str(RETRY_AFTER_S)}) from exc
+        if reply.status_code == 404:
+            view: dict[str, Any] = {"registration_id": registration_id, "status": "pending"}
+        elif reply.status_code == 200:
+            view = reply.json()
+            view.pop("school_id", None)
+        else:
+            raise HTTPException(503, "the hours service could not answer; ask again shortly",
+                                headers={"Retry-After": str(RETRY_AFTER_S)})
+        view["received_at"] = submission["received_at"].isoformat()
+        if submission["void_requested_at"] is not None and view["status"] in ("pending", "accepted"):
+            view["void_pending"] = True
+        return view
+
+    return r
+
+
+async def _own_submission(request: Request, registration_id: str, principal: Principal) -> dict[str, Any]:
+    submission = await request.app.state.intake.lookup(registration_id)
+    # A school asking about another school's id gets the same 404 as for an unknown id: no leak.
+    if submission is None or not principal.may_act_for_school(submission["school_id"]):
+        raise NotFound(f"registration {registration_id!r} not found")
+    return submission
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, f"request body exceeds the limit of {limit} bytes: split the batch")
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,56 @@
+"""The gateway's own database: tokens (hashed), the reference data it is the source of, the idempotency
+ledger of received registrations, and the outbox to Kafka."""
+from __future__ import annotations
+
+from sqlalchemy import Boolean, Column, DateTime, Integer, LargeBinary, MetaData, String, Table, Text
+
+from shared.outbox import outbox_tables
+
+metadata = MetaData()
+
+tokens = Table(
+    "tokens", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("role", String(20), nullable=False),
+    Column("subject", String(64), nullable=True),
+    Column("label", String(200), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+)
+
+registry_entities = Table(
+    "registry_entities", metadata,
+    Column("kind", String(20), primary_key=True),
+    Column("key", String(200), primary_key=True),
+    Column("school_id", String(64), nullable=True, index=True),
+    Column("version", Integer, nullable=False),
+    Column("doc", LargeBinary, nullable=False),
+)
+
+registry_meta = Table(
+    "registry_meta", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("version", Integer, nullable=False),
+)
+
+submissions = Table(
+    "submissions", metadata,
+    Column("registration_id", String(64), primary_key=True),
+    Column("school_id", String(64), nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("void_reason", Text, nullable=True),
+    Column("void_requested_at", DateTime(timezone=True), nullable=True),
+)
+
+webhooks = Table(
+    "webhooks", metadata,
+    Column("municipality", String(6), primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("secret", Text, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("active", Boolean, nullable=False, default=True),
+)
+
+outbox, relay_state = outbox_tables(metadata)

@@ -1,0 +1,199 @@
+"""Gateway service layer: reference-data writes and registration intake, each one transaction with its
+outbox rows, so a 200/202 means the fact is in the gateway's database and will reach Kafka."""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from services.gateway import books
+from shared import topics
+from shared.events import HoursSubmitted, RegistryChanged, VoidRequested, submission_event_id, void_event_id
+from shared.outbox import OutgoingEvent, enqueue
+from shared.schemas import Arrangement, Registration
+from shared.timeutil import intervals_overlap
+
+
+class Conflict(Exception):
+    """The request contradicts what is stored (HTTP 409)."""
+
+
+class NotFound(Exception):
+    """A referenced entity does not exist (HTTP 404)."""
+
+
+class Invalid(Exception):
+    """A reference in the body does not hold (HTTP 422); `field` names the body field."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+async def _doc(conn: AsyncConnection, kind: str, key: str) -> dict[str, Any] | None:
+    row = (await conn.execute(select(books.registry_entities.c.doc)
+                              .where(books.registry_entities.c.kind == kind, books.registry_entities.c.key == key))
+           ).first()
+    return orjson.loads(row.doc) if row else None
+
+
+async def current_registry_version(conn: AsyncConnection) -> int:
+    row = (await conn.execute(select(books.registry_meta.c.version).where(books.registry_meta.c.id == 1))).first()
+    return row.version if row else 0
+
+
+class RegistryWriter:
+    def __init__(self, engine: AsyncEngine):
+        self.engine = engine
+
+    async def get(self, kind: str, key: str) -> dict[str, Any] | None:
+        async with self.engine.connect() as conn:
+            return await _doc(conn, kind, key)
+
+    async def put(self, kind: str, key: str, doc: dict[str, Any], school_id: str | None = None) -> int:
+        """Store the full new state and publish it; returns the registry version."""
+        async with self.engine.begin() as conn:
+            await self._check_references(conn, kind, key, doc)
+            version = await self._bump(conn)
+            payload = orjson.dumps(doc)
+            existing = await _doc(conn, kind, key)
+            if existing is None:
+                await conn.execute(books.registry_entities.insert().values(
+                    kind=kind, key=key, school_id=school_id, version=version, doc=payload))
+            else:
+                await conn.execute(update(books.registry_entities)
+                                   .where(books.registry_entities.c.kind == kind, books.registry_entities.c.key == key)
+                                   .values(version=version, doc=payload, school_id=school_id))
+            event = RegistryChanged(event_id=f"registry:{version}", version=version, kind=kind, key=key, doc=doc)
+            await enqueue(conn, books.outbox, [OutgoingEvent(topics.REGISTRY, key.encode(), event.to_bytes())])
+        return version
+
+    async def _bump(self, conn: AsyncConnection) -> int:
+        updated = await conn.execute(update(books.registry_meta).where(books.registry_meta.c.id == 1)
+                                     .values(version=books.registry_meta.c.version + 1))
+        if updated.rowcount == 0:
+            await conn.execute(books.registry_meta.insert().values(id=1, version=1))
+            return 1
+        return await current_registry_version(conn)
+
+    async def _check_references(self, conn: AsyncConnection, kind: str, key: str, doc: dict[str, Any]) -> None:
+        if kind == "school":
+            if await _doc(conn, "municipality", doc["municipality"]) is None:
+                raise Invalid("municipality", f"municipality {doc['municipality']} is not registered; "
+                                              "PUT /municipalities/{code} first")
+        elif kind in ("group", "pupil"):
+            school_id = key.split("/", 1)[0]
+            if await _doc(conn, "school", school_id) is None:
+                raise NotFound(f"school {school_id!r} is not registered")
+            if kind == "pupil" and await _doc(conn, "group", f"{school_id}/{doc['group_id']}") is None:
+                raise Invalid("group_id", f"group {doc['group_id']!r} is not registered for school {school_id!r}")
+        elif kind == "arrangement":
+            await self._check_arrangement(conn, key, Arrangement.model_validate(doc))
+
+    async def _check_arrangement(self, conn: AsyncConnection, arrangement_id: str, arr: Arrangement) -> None:
+        if await _doc(conn, "school", arr.school_id) is None:
+            raise Invalid("school_id", f"school {arr.school_id!r} is not registered")
+        for group_id in arr.group_ids:
+            if await _doc(conn, "group", f"{arr.school_id}/{group_id}") is None:
+                raise Invalid("group_ids", f"group {group_id!r} is not registered for school {arr.school_id!r}")
+        policy = arr.settlement
+        for code in (policy.municipalities or []) + list((policy.shares or {}).keys()):
+            municipality = await _doc(conn, "municipality", code)
+            if municipality is None:
+                raise Invalid("settlement", f"municipality {code} is not registered")
+            if policy.key == "youth_share" and municipality.get("youth_population") is None:
+                raise Invalid("settlement", f"key youth_share needs youth_population of municipality {code}")
+        previous = await _doc(conn, "arrangement", arrangement_id)
+        if previous is not None and previous["school_id"] != arr.school_id:
+            raise Conflict(f"arrangement {arrangement_id!r} belongs to school {previous['school_id']!r}; "
+                           "an arrangement cannot move to another school")
+        rows = (await conn.execute(select(books.registry_entities.c.key, books.registry_entities.c.doc)
+                                   .where(books.registry_entities.c.kind == "arrangement",
+                                          books.registry_entities.c.school_id == arr.school_id))).all()
+        for row in rows:
+            if row.key == arrangement_id:
+                continue
+            other = Arrangement.model_validate(orjson.loads(row.doc))
+            shared_groups = set(other.group_ids) & set(arr.group_ids)
+            if shared_groups and intervals_overlap(other.start, other.end, arr.start, arr.end):
+                raise Conflict(f"arrangement {row.key!r} already covers group(s) {sorted(shared_groups)} between "
+                               f"{other.start} and {other.end}; a group can be in one pot at a time")
+
+
+@dataclass
+class IntakeResult:
+    accepted: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    conflicts: list[tuple[int, str]] = field(default_factory=list)  # (index, registration_id)
+
+
+class Intake:
+    def __init__(self, engine: AsyncEngine):
+        self.engine = engine
+
+    async def submit(self, items: list[tuple[int, Registration]]) -> IntakeResult:
+        """Record new registrations and their outbox events in one transaction; classify the rest."""
+        result = IntakeResult()
+        if not items:
+            return result
+        now = dt.datetime.now(dt.timezone.utc)
+        async with self.engine.begin() as conn:
+            version = await current_registry_version(conn)
+            ids = list({reg.registration_id for _, reg in items})
+            known: dict[str, str] = {}
+            for start in range(0, len(ids), 500):
+                rows = (await conn.execute(select(books.submissions.c.registration_id, books.submissions.c.content_hash)
+                                           .where(books.submissions.c.registration_id.in_(ids[start:start + 500])))).all()
+                known.update({r.registration_id: r.content_hash for r in rows})
+            new_rows: list[dict[str, Any]] = []
+            outgoing: list[OutgoingEvent] = []
+            for index, reg in items:
+                digest = reg.content_hash()
+                seen = known.get(reg.registration_id)
+                if seen is not None:
+                    if seen == digest:
+                        result.duplicates.append(reg.registration_id)
+                    else:
+                        result.conflicts.append((index, reg.registration_id))
+                    continue
+                known[reg.registration_id] = digest
+                new_rows.append({"registration_id": reg.registration_id, "school_id": reg.school_id,
+                                 "content_hash": digest, "received_at": now})
+                event = HoursSubmitted(event_id=submission_event_id(reg.registration_id), registration=reg,
+                                       registry_version=version, received_at=now)
+                outgoing.append(OutgoingEvent(topics.HOURS_SUBMITTED, reg.school_id.encode(), event.to_bytes()))
+                result.accepted.append(reg.registration_id)
+            if new_rows:
+                await conn.execute(books.submissions.insert(), new_rows)
+                await enqueue(conn, books.outbox, outgoing)
+        return result
+
+    async def lookup(self, registration_id: str) -> dict[str, Any] | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(books.submissions)
+                                      .where(books.submissions.c.registration_id == registration_id))).first()
+        return dict(row._mapping) if row else None
+
+    async def void(self, registration_id: str, reason: str) -> bool:
+        """Request a void; False when one was already requested (idempotent)."""
+        now = dt.datetime.now(dt.timezone.utc)
+        async with self.engine.begin() as conn:
+            row = (await conn.execute(select(books.submissions)
+                                      .where(books.submissions.c.registration_id == registration_id))).first()
+            if row is None:
+                raise NotFound(registration_id)
+            if row.void_requested_at is not None:
+                return False
+            version = await current_registry_version(conn)
+            await conn.execute(update(books.submissions).where(books.submissions.c.registration_id == registration_id)
+                               .values(void_reason=reason, void_requested_at=now))
+            event = VoidRequested(event_id=void_event_id(registration_id), registration_id=registration_id,
+                                  school_id=row.school_id, reason=reason, registry_version=version, received_at=now)
+            await enqueue(conn, books.outbox,
+                          [OutgoingEvent(topics.HOURS_SUBMITTED, row.school_id.encode(), event.to_bytes())])
+        return True

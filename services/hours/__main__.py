@@ -1,0 +1,4 @@
+from services.hours.app import rt
+from shared.streams import run_worker
+
+run_worker(rt)

@@ -1,0 +1,47 @@
+"""Hours service (Faust): thin adapter from `hours.submitted` to HoursService, plus its internal view."""
+from __future__ import annotations
+
+import logging
+
+from services.hours import books
+from services.hours.service import SERVICE, HoursService
+from shared import topics
+from shared.events import HoursSubmitted, VoidRequested, parse_event
+from shared.streams import EVENTS_REJECTED, in_batches, make_runtime
+
+log = logging.getLogger("zorgpot.hours")
+
+rt = make_runtime(SERVICE, books.metadata)
+app = rt.app
+service = HoursService(rt.engine, rt.registry, rt.outbox, rt.relay.wake)
+submitted_topic = app.topic(topics.HOURS_SUBMITTED, value_serializer="raw", key_serializer="raw")
+
+
+def decode(values: list[bytes]) -> list[HoursSubmitted | VoidRequested]:
+    events = []
+    for raw in values:
+        try:
+            event = parse_event(raw)
+        except Exception as exc:  # noqa: BLE001 - a poison record is counted and logged, never blocks the stream
+            log.error("skipping malformed hours.submitted record: %s", exc)
+            EVENTS_REJECTED.labels(SERVICE, "malformed_event").inc()
+            continue
+        if isinstance(event, (HoursSubmitted, VoidRequested)):
+            events.append(event)
+    return events
+
+
+@app.agent(submitted_topic, concurrency=1)  # concurrency=1: faust-streaming #606 (offsets can skip otherwise)
+async def process_submissions(stream) -> None:  # noqa: ANN001
+    async def handle(values: list[bytes]) -> None:
+        await service.handle(decode(values))
+
+    await in_batches(rt, stream, handle)
+
+
+@app.page("/internal/registrations/{registration_id}")
+async def registration_view(web, request, registration_id: str):  # noqa: ANN001
+    status = await service.status_of(registration_id)
+    if status is None:
+        return web.json({"detail": "unknown"}, status=404)
+    return web.json(status)

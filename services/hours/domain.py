@@ -1,0 +1,86 @@
+"""Hours domain: is a registration acceptable, and what does it cost and to whom is it attributed?
+
+Pure: works on a `RegistryCopy` (in-memory reference data) and a registration; no I/O. The reasons are
+written for the school that has to act on them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared.events import Attribution
+from shared.money import cent_minutes_to_cents, cost_cent_minutes
+from shared.registry import RegistryCopy
+from shared.schemas import Registration
+
+
+@dataclass(frozen=True)
+class Accepted:
+    arrangement_id: str
+    host_municipality: str
+    hourly_rate_cents: int
+    cost_cent_minutes: int
+    cost_cents: int
+    attributed_to: str  # "listed" or "enrolled"
+    attributions: tuple[Attribution, ...]
+
+
+@dataclass(frozen=True)
+class Rejected:
+    reasons: tuple[str, ...]
+
+
+def assess(reg: Registration, registry: RegistryCopy) -> Accepted | Rejected:
+    school = registry.schools.get(reg.school_id)
+    if school is None:
+        return Rejected((f"school {reg.school_id!r} is not registered",))
+    if (reg.school_id, reg.group_id) not in registry.groups:
+        return Rejected((f"group {reg.group_id!r} is not registered for school {reg.school_id!r}",))
+    found = registry.arrangement_for(reg.school_id, reg.group_id, reg.date)
+    if found is None:
+        return Rejected((f"no arrangement covers group {reg.group_id!r} on {reg.date.isoformat()}",))
+    arrangement_id, arrangement = found
+    rate = arrangement.rate_on(reg.date)
+    if rate is None:  # unreachable when the gateway accepted the arrangement, kept for safety
+        return Rejected((f"arrangement {arrangement_id!r} has no rate in force on {reg.date.isoformat()}",))
+
+    reasons: list[str] = []
+    if reg.pupils:
+        attributed_to = "listed"
+        refs = reg.pupils
+        for ref in refs:
+            pupil = registry.pupils.get((reg.school_id, ref))
+            if pupil is None:
+                reasons.append(f"pupil {ref!r} is not on the roster of school {reg.school_id!r}")
+            elif pupil.group_id != reg.group_id:
+                reasons.append(f"pupil {ref!r} belongs to group {pupil.group_id!r}, not {reg.group_id!r}")
+            elif not pupil.enrolled_on(reg.date):
+                reasons.append(f"pupil {ref!r} is not enrolled on {reg.date.isoformat()}")
+    else:
+        attributed_to = "enrolled"
+        refs = registry.enrolled_in_group(reg.school_id, reg.group_id, reg.date)
+        if not refs:
+            reasons.append(f"no pupil is enrolled in group {reg.group_id!r} on {reg.date.isoformat()}: "
+                           "there is nobody to attribute the care to")
+    if reasons:
+        return Rejected(tuple(reasons))
+
+    attributions: list[Attribution] = []
+    for ref in refs:
+        residence = registry.pupils[(reg.school_id, ref)].residence_on(reg.date)
+        if residence is None:
+            reasons.append(f"pupil {ref!r} has no residence municipality on {reg.date.isoformat()}")
+        else:
+            attributions.append(Attribution(pupil_ref=ref, municipality=residence))
+    if reasons:
+        return Rejected(tuple(reasons))
+
+    exact = cost_cent_minutes(reg.minutes, rate)
+    return Accepted(
+        arrangement_id=arrangement_id,
+        host_municipality=school.municipality,
+        hourly_rate_cents=rate,
+        cost_cent_minutes=exact,
+        cost_cents=cent_minutes_to_cents(exact),
+        attributed_to=attributed_to,
+        attributions=tuple(attributions),
+    )

@@ -1,0 +1,4 @@
+from services.settlement.app import rt
+from shared.streams import run_worker
+
+run_worker(rt)

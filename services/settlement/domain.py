@@ -1,0 +1,909 @@
+"""Settlement domain: closing a period of an arrangement into one statement per municipality.
+
+Pure and I/O-free (design.md section 5; docs/settlement.md explains the rules with numbers). The
+settlement service feeds in what it knows (accepted registrations, voids, reference data, the closes it
+already issued) and persists what comes out (the statements and the new `Close` record).
+
+The exactness rule is kept by *cumulative rounding*. Let C_k be the exact cost (cent-minutes) of every
+accepted, non-voided registration dated on or before the end of close k, as known at close k, and
+R = round half-up to the cent. Close k charges
+
+    (R(C_k) - applied_k) - (R(C_{k-1}) - applied_{k-1}),   applied_k = min(E, R(C_k)),
+
+where E is the education contribution. Summed over closes this telescopes to R(C_last) - applied_last:
+the sum of everything ever issued is the rounded total cost minus the contribution, to the cent, however
+many periods, late registrations and late voids there were. Rounding residue is never lost; it is carried
+into the next close.
+
+Within a close every contribution to a statement is first computed exactly (`Fraction` cents): care of
+the period, care absorbed for a non-participating municipality, corrections for earlier periods and the
+education contribution. The close's integer total is then split over municipalities, and each
+municipality's integer total over its lines, with the largest-remainder method on those exact amounts
+(`split_exact`), ties to the lowest municipality code. So lines sum to their statement and statements
+sum to the close's total, exactly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections import defaultdict
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Hashable, Iterable, Mapping, NamedTuple, Sequence, TypeVar
+
+from shared.events import CareLogged
+from shared.money import CENT_MINUTES_PER_CENT, cent_minutes_to_cents, round_half_up
+from shared.schemas import Arrangement, Municipality, Pupil
+
+STATEMENT_SCHEMA_VERSION = 1
+
+# Keys whose split is decided per period (a weight per municipality), as opposed to per registration.
+PERIOD_KEYS = ("residence_pupils", "youth_share", "fixed_shares")
+# Keys that follow each registration's own pupils and their residence on the care date.
+REGISTRATION_KEYS = ("residence_hours", "host_pays")
+
+LINE_KINDS = ("care", "absorbed", "correction", "education_contribution")
+# Residence of a pupil-day the roster does not cover: nobody to bill, so the host absorbs it.
+UNKNOWN_RESIDENCE = "unknown"
+
+K = TypeVar("K", bound=Hashable)
+
+
+# --- errors ----------------------------------------------------------------------------------------
+
+class SettlementError(ValueError):
+    """The close cannot be made as asked: bad period, missing basis, inconsistent inputs (HTTP 422)."""
+
+
+class PeriodConflictError(SettlementError):
+    """The period overlaps a closed period, or lies before the last one (HTTP 409)."""
+
+
+class PeriodAlreadyClosedError(SettlementError):
+    """Exactly this period was closed before: the caller returns the statements it issued then (HTTP 200)."""
+
+    def __init__(self, close: "Close") -> None:
+        super().__init__(
+            f"period {close.period_start.isoformat()}..{close.period_end.isoformat()} of arrangement "
+            f"{close.arrangement_id} is already closed (close {close.sequence})"
+        )
+        self.close = close
+
+
+# --- inputs ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CareLine:
+    """One accepted registration as the settlement service knows it.
+
+    `known_since_close` is how many closes of the arrangement had already been made when the service
+    learned of the registration; `voided_since_close` the same for its void. A registration learned after
+    the close of its date's period is therefore settled as a correction on the next close.
+    """
+
+    registration_id: str
+    date: dt.date
+    cost_cent_minutes: int
+    minutes: int
+    # (pupil_ref, residence municipality on `date`), resolved by the hours service when it accepted it.
+    attributions: tuple[tuple[str, str], ...]
+    attributed_to: str  # "listed" or "enrolled"
+    voided: bool = False
+    known_since_close: int = 0
+    voided_since_close: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.attributions:
+            raise ValueError(f"registration {self.registration_id}: no pupil attribution, nobody to charge")
+        if self.cost_cent_minutes < 0 or self.minutes < 0:
+            raise ValueError(f"registration {self.registration_id}: cost and minutes must not be negative")
+        if self.known_since_close < 0:
+            raise ValueError(f"registration {self.registration_id}: known_since_close must be >= 0")
+        if self.voided != (self.voided_since_close is not None):
+            raise ValueError(f"registration {self.registration_id}: voided and voided_since_close go together")
+        if self.voided_since_close is not None and self.voided_since_close < self.known_since_close:
+            raise ValueError(f"registration {self.registration_id}: void known before the registration itself")
+
+    @classmethod
+    def from_event(cls, event: CareLogged, known_since_close: int) -> "CareLine":
+        return cls(
+            registration_id=event.registration_id,
+            date=event.date,
+            cost_cent_minutes=event.cost_cent_minutes,
+            minutes=event.minutes,
+            attributions=tuple((a.pupil_ref, a.municipality) for a in event.attributions),
+            attributed_to=event.attributed_to,
+            known_since_close=known_since_close,
+        )
+
+    def voided_at(self, closes_made: int) -> "CareLine":
+        """This line after a void learned when `closes_made` closes had been made (idempotent)."""
+        if self.voided:
+            return self
+        return dataclasses.replace(self, voided=True, voided_since_close=closes_made)
+
+
+@dataclass(frozen=True)
+class ArrangementContext:
+    """Reference data of one arrangement, as the settlement service's registry copy holds it."""
+
+    arrangement_id: str
+    arrangement: Arrangement
+    host_municipality: str  # the school's municipality
+    municipalities: Mapping[str, Municipality]
+    pupils: Sequence[tuple[str, Pupil]] = ()  # (pupil_ref, pupil) of the arrangement's groups
+    school_name: str | None = None
+
+
+class Bucket(NamedTuple):
+    """Where a part of the cost lands: whose statement, absorbed for whom, billed while not participating."""
+
+    municipality: str
+    absorbed_from: str = ""  # non-empty: the host carries this part for that (non-participating) municipality
+    non_participating: bool = False  # policy "bill": kept on the municipality's own statement, marked
+
+
+@dataclass(frozen=True)
+class Close:
+    """An issued close: what the next closes need to continue the cumulative rounding and corrections."""
+
+    arrangement_id: str
+    sequence: int  # 1 for the first close of the arrangement
+    period_start: dt.date
+    period_end: dt.date
+    issued_on: dt.date
+    key: str
+    non_participating_policy: str
+    host_municipality: str
+    cumulative_cost_cent_minutes: int  # C_k: exact cost settled up to and including this close
+    cumulative_rounded_cost_cents: int  # R(C_k)
+    education_applied_cents: int  # cumulative contribution deducted so far: min(E, R(C_k))
+    cumulative_charged_cents: int  # R(C_k) - applied: the sum of all statements issued up to this close
+    charged_cents: int  # this close's total over all its statements
+    # Period keys only: the split weights used, so a late correction for this period is split the same way.
+    weights: tuple[tuple[Bucket, Fraction], ...] = ()
+    statement_totals: tuple[tuple[str, int], ...] = ()  # (municipality, total_cents)
+
+    def weight_map(self) -> dict[Bucket, Fraction]:
+        return dict(self.weights)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "arrangement_id": self.arrangement_id,
+            "sequence": self.sequence,
+            "period_start": self.period_start.isoformat(),
+            "period_end": self.period_end.isoformat(),
+            "issued_on": self.issued_on.isoformat(),
+            "key": self.key,
+            "non_participating_policy": self.non_participating_policy,
+            "host_municipality": self.host_municipality,
+            "cumulative_cost_cent_minutes": self.cumulative_cost_cent_minutes,
+            "cumulative_rounded_cost_cents": self.cumulative_rounded_cost_cents,
+            "education_applied_cents": self.education_applied_cents,
+            "cumulative_charged_cents": self.cumulative_charged_cents,
+            "charged_cents": self.charged_cents,
+            "weights": [
+                {"municipality": b.municipality, "absorbed_from": b.absorbed_from,
+                 "non_participating": b.non_participating, "weight": str(w)}
+                for b, w in self.weights
+            ],
+            "statement_totals": [{"municipality": m, "total_cents": t} for m, t in self.statement_totals],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Close":
+        return cls(
+            arrangement_id=data["arrangement_id"],
+            sequence=int(data["sequence"]),
+            period_start=dt.date.fromisoformat(data["period_start"]),
+            period_end=dt.date.fromisoformat(data["period_end"]),
+            issued_on=dt.date.fromisoformat(data["issued_on"]),
+            key=data["key"],
+            non_participating_policy=data["non_participating_policy"],
+            host_municipality=data["host_municipality"],
+            cumulative_cost_cent_minutes=int(data["cumulative_cost_cent_minutes"]),
+            cumulative_rounded_cost_cents=int(data["cumulative_rounded_cost_cents"]),
+            education_applied_cents=int(data["education_applied_cents"]),
+            cumulative_charged_cents=int(data["cumulative_charged_cents"]),
+            charged_cents=int(data["charged_cents"]),
+            weights=tuple(
+                (Bucket(w["municipality"], w["absorbed_from"], bool(w["non_participating"])), Fraction(w["weight"]))
+                for w in data.get("weights", [])
+            ),
+            statement_totals=tuple((s["municipality"], int(s["total_cents"])) for s in data.get("statement_totals", [])),
+        )
+
+
+@dataclass(frozen=True)
+class CloseResult:
+    statements: list[dict[str, Any]]  # one per municipality, code ascending, JSON-ready
+    close: Close
+
+
+# --- splitting -------------------------------------------------------------------------------------
+
+def _floor(value: Fraction) -> int:
+    return value.numerator // value.denominator
+
+
+def split_exact(total: int, exact_parts: Mapping[K, Fraction | int]) -> dict[K, int]:
+    """Split the integer `total` over parts whose exact (possibly negative) amounts are given.
+
+    Largest-remainder method on the exact amounts: each part gets the floor of its exact amount, the
+    cents left over go one each to the largest fractional remainders, ties to the lowest key. When `total`
+    equals the exact sum this is exactly `shared.money.largest_remainder(total, exact_parts)`; unlike that
+    function the parts may be negative, which a close needs when it charges one municipality and credits
+    another (a late void). Cumulative rounding keeps `total` within one cent of the exact sum, so every
+    part ends up at the floor or the ceiling of its exact amount.
+    """
+    exact = {key: Fraction(value) for key, value in exact_parts.items()}
+    if not exact:
+        if total != 0:
+            raise SettlementError(f"cannot split {total} cents over nothing")
+        return {}
+    parts = {key: _floor(value) for key, value in exact.items()}
+    left = total - sum(parts.values())
+    order = sorted(exact, key=lambda key: (-(exact[key] - parts[key]), key))
+    # Outside the guaranteed range only if a caller passes a total far from the exact sum; still sum-exact.
+    for i in range(abs(left)):
+        if left > 0:
+            parts[order[i % len(order)]] += 1
+        else:
+            parts[order[len(order) - 1 - i % len(order)]] -= 1
+    return parts
+
+
+# --- validation ------------------------------------------------------------------------------------
+
+def find_identical_close(history: Sequence[Close], period_start: dt.date, period_end: dt.date) -> Close | None:
+    """The close of exactly this period, if it was made: closing it again returns the same statements."""
+    for close in history:
+        if close.period_start == period_start and close.period_end == period_end:
+            return close
+    return None
+
+
+def _period_problems(arrangement: Arrangement, history: Sequence[Close],
+                     period_start: dt.date, period_end: dt.date) -> tuple[list[str], list[str]]:
+    """(problems with the period itself, conflicts with closed periods)."""
+    invalid: list[str] = []
+    conflicts: list[str] = []
+    if period_end < period_start:
+        invalid.append(f"period_end {period_end.isoformat()} is before period_start {period_start.isoformat()}")
+        return invalid, conflicts
+    span = f"({arrangement.start.isoformat()}..{arrangement.end.isoformat()})"
+    if period_start < arrangement.start:
+        invalid.append(f"period {period_start.isoformat()}..{period_end.isoformat()} starts before the "
+                       f"arrangement {span}")
+    elif period_start <= arrangement.end < period_end:
+        invalid.append(f"period {period_start.isoformat()}..{period_end.isoformat()} runs past the end of the "
+                       f"arrangement {span}; close up to {arrangement.end.isoformat()}, later facts go in a "
+                       f"correction period after it")
+    elif arrangement.end < period_start and (not history or history[-1].period_end < arrangement.end):
+        invalid.append(f"period {period_start.isoformat()}..{period_end.isoformat()} lies outside the arrangement "
+                       f"{span}; a period after its end holds corrections only and needs the arrangement "
+                       f"closed up to {arrangement.end.isoformat()} first")
+    for close in history:
+        if period_start <= close.period_end and close.period_start <= period_end:
+            conflicts.append(
+                f"period overlaps closed period {close.period_start.isoformat()}..{close.period_end.isoformat()}"
+            )
+    if history and not conflicts and period_start <= history[-1].period_end:
+        conflicts.append(
+            f"period must start after the last closed period, which ended {history[-1].period_end.isoformat()}"
+        )
+    return invalid, conflicts
+
+
+def period_problems(arrangement: Arrangement, history: Sequence[Close],
+                    period_start: dt.date, period_end: dt.date) -> list[str]:
+    """Why [period_start, period_end] cannot be closed as a new period ([] when it can).
+
+    Periods need not be contiguous, but they must not overlap and each must start after the last closed
+    period ended: statements are issued in date order, so a late fact can only land on a later close.
+    A period lies within the arrangement; once the arrangement is closed up to its last day, a period
+    after its end may be closed to settle late registrations and voids (a correction period).
+    """
+    invalid, conflicts = _period_problems(arrangement, history, period_start, period_end)
+    return invalid + conflicts
+
+
+def check_period(arrangement: Arrangement, history: Sequence[Close],
+                 period_start: dt.date, period_end: dt.date) -> None:
+    """Raise `PeriodAlreadyClosedError`, `SettlementError` or `PeriodConflictError` for a bad period."""
+    identical = find_identical_close(history, period_start, period_end)
+    if identical is not None:
+        raise PeriodAlreadyClosedError(identical)
+    invalid, conflicts = _period_problems(arrangement, history, period_start, period_end)
+    if invalid:
+        raise SettlementError("; ".join(invalid + conflicts))
+    if conflicts:
+        raise PeriodConflictError("; ".join(conflicts))
+
+
+def _check_history(arrangement_id: str, history: Sequence[Close]) -> None:
+    for index, close in enumerate(history, start=1):
+        if close.sequence != index or close.arrangement_id != arrangement_id:
+            raise SettlementError(f"close history of {arrangement_id} is out of order at close {index}")
+        if index > 1 and close.period_start <= history[index - 2].period_end:
+            raise SettlementError(f"close history of {arrangement_id} has overlapping periods at close {index}")
+
+
+def _check_lines(lines: Sequence[CareLine], closes_made: int) -> None:
+    seen: set[str] = set()
+    for line in lines:
+        if line.registration_id in seen:
+            raise SettlementError(f"registration {line.registration_id} is given twice")
+        seen.add(line.registration_id)
+        if line.known_since_close > closes_made or (line.voided_since_close or 0) > closes_made:
+            raise SettlementError(
+                f"registration {line.registration_id} claims to be learned after close {closes_made}, "
+                f"but only {closes_made} closes exist"
+            )
+
+
+# --- which cost a close covers ---------------------------------------------------------------------
+
+def included_in_close(line: CareLine, close_sequence: int, period_end: dt.date) -> bool:
+    """Whether close number `close_sequence` (ending `period_end`) counted this registration's cost."""
+    known = line.known_since_close < close_sequence
+    voided = line.voided and line.voided_since_close is not None and line.voided_since_close < close_sequence
+    return line.date <= period_end and known and not voided
+
+
+def cumulative_cost_cent_minutes(lines: Iterable[CareLine], close_sequence: int, period_end: dt.date) -> int:
+    """C_k: exact cost counted by close `close_sequence`, every period up to `period_end` together."""
+    return sum(line.cost_cent_minutes for line in lines if included_in_close(line, close_sequence, period_end))
+
+
+def education_applied_cents(contribution_cents: int, rounded_cost_cents: int) -> int:
+    """Contribution deducted cumulatively: first statements first, never more than the cost so far."""
+    return max(0, min(contribution_cents, rounded_cost_cents))
+
+
+def net_cost_cents(arrangement: Arrangement, lines: Iterable[CareLine]) -> int:
+    """What all statements together must come to once every registration known now is settled."""
+    rounded = cent_minutes_to_cents(sum(line.cost_cent_minutes for line in lines if not line.voided))
+    return rounded - education_applied_cents(arrangement.settlement.education_contribution_cents, rounded)
+
+
+def settled_cents(history: Sequence[Close]) -> int:
+    """The sum of all statements issued so far (by the exactness rule)."""
+    return history[-1].cumulative_charged_cents if history else 0
+
+
+def unsettled_cents(arrangement: Arrangement, lines: Iterable[CareLine], history: Sequence[Close]) -> int:
+    """Cost not yet covered by any close: later periods, late registrations and voids not yet corrected.
+
+    Invariant for the checker: settled_cents(history) + unsettled_cents(...) == net_cost_cents(...), and the
+    statements in storage sum to settled_cents(history).
+    """
+    return net_cost_cents(arrangement, lines) - settled_cents(history)
+
+
+def invariant_problems(context: ArrangementContext, lines: Sequence[CareLine], history: Sequence[Close],
+                       issued_statements_sum_cents: int) -> list[str]:
+    """Check stored statements against the exactness rule ([] when everything adds up)."""
+    problems: list[str] = []
+    if issued_statements_sum_cents != settled_cents(history):
+        problems.append(
+            f"statements of {context.arrangement_id} sum to {issued_statements_sum_cents} cents, "
+            f"the closes settled {settled_cents(history)}"
+        )
+    if history:
+        last = history[-1]
+        recomputed = cumulative_cost_cent_minutes(lines, last.sequence, last.period_end)
+        if recomputed != last.cumulative_cost_cent_minutes:
+            problems.append(
+                f"close {last.sequence} of {context.arrangement_id} settled {last.cumulative_cost_cent_minutes} "
+                f"cent-minutes, the registrations give {recomputed}"
+            )
+    return problems
+
+
+# --- participation and period weights --------------------------------------------------------------
+
+def _days(start: dt.date, end: dt.date) -> Iterable[dt.date]:
+    for offset in range((end - start).days + 1):
+        yield start + dt.timedelta(days=offset)
+
+
+def _participates(municipalities: Mapping[str, Municipality], code: str, day: dt.date) -> bool:
+    municipality = municipalities.get(code)
+    return municipality is not None and municipality.participates_on(day)
+
+
+def _route(code: str, day: dt.date, policy: str, host: str,
+           municipalities: Mapping[str, Municipality]) -> Bucket:
+    """Whose statement carries a part that belongs to municipality `code` on `day`."""
+    if code == host or _participates(municipalities, code, day):
+        return Bucket(code)
+    if policy == "bill" and code != UNKNOWN_RESIDENCE:
+        return Bucket(code, non_participating=True)
+    return Bucket(host, absorbed_from=code)
+
+
+@dataclass
+class PeriodBasis:
+    """The split basis of a period: weights per bucket and the counts statements show."""
+
+    unit: str
+    weights: dict[Bucket, Fraction] = field(default_factory=dict)
+    # Each municipality's own basis (all days, participating or not) and its participating days.
+    counts: dict[str, Fraction] = field(default_factory=dict)
+    participating_days: dict[str, int] = field(default_factory=dict)
+
+
+def period_basis(context: ArrangementContext, period_start: dt.date, period_end: dt.date) -> PeriodBasis:
+    """Weights for the period keys; non-participation is pro-rated per day of the period.
+
+    residence_pupils: every enrolled pupil-day counts for the pupil's residence municipality that day;
+    a pupil-day in a non-participating municipality is routed by the policy (host absorbs, or billed and
+    marked). youth_share / fixed_shares: the municipality's weight times participating days / period days;
+    the rest of its weight is routed by the policy.
+    """
+    policy = context.arrangement.settlement
+    host = context.host_municipality
+    munis = context.municipalities
+    period_days = (period_end - period_start).days + 1
+    basis = PeriodBasis(unit={"residence_pupils": "pupil_days", "youth_share": "youth_population",
+                              "fixed_shares": "share_weight"}.get(policy.key, "attributed_minutes"))
+    weights: dict[Bucket, Fraction] = defaultdict(Fraction)
+    counts: dict[str, Fraction] = defaultdict(Fraction)
+
+    if policy.key == "residence_pupils":
+        groups = set(context.arrangement.group_ids)
+        for _ref, pupil in context.pupils:
+            if pupil.group_id not in groups:
+                continue
+            for day in _days(max(period_start, pupil.enrolled_from), period_end):
+                if not pupil.enrolled_on(day):
+                    continue
+                residence = pupil.residence_on(day) or UNKNOWN_RESIDENCE
+                counts[residence] += 1
+                weights[_route(residence, day, policy.non_participating, host, munis)] += 1
+    elif policy.key in ("youth_share", "fixed_shares"):
+        if policy.key == "youth_share":
+            base: dict[str, int] = {}
+            for code in policy.municipalities or []:
+                municipality = munis.get(code)
+                if municipality is None or municipality.youth_population is None:
+                    raise SettlementError(f"key youth_share needs the youth_population of {code}; it is not known")
+                base[code] = municipality.youth_population
+        else:
+            base = dict(policy.shares or {})
+        for code, weight in base.items():
+            counts[code] += weight
+            if weight == 0:
+                continue
+            participating = period_days if code == host else sum(
+                1 for day in _days(period_start, period_end) if _participates(munis, code, day))
+            if participating:
+                weights[Bucket(code)] += Fraction(weight * participating, period_days)
+            if participating < period_days:
+                # Any non-participating day routes the same way, so use the first such day.
+                day = next(d for d in _days(period_start, period_end) if not _participates(munis, code, d))
+                bucket = _route(code, day, policy.non_participating, host, munis)
+                weights[bucket] += Fraction(weight * (period_days - participating), period_days)
+
+    for code in counts:
+        basis.participating_days[code] = period_days if code == host else sum(
+            1 for day in _days(period_start, period_end) if _participates(munis, code, day))
+    basis.weights = {b: w for b, w in weights.items() if w != 0}
+    basis.counts = dict(counts)
+    return basis
+
+
+# --- assembling a close ----------------------------------------------------------------------------
+
+class LineKey(NamedTuple):
+    """Identity of one statement line; its order is the order lines are listed and ties are broken."""
+
+    order: int  # 0 care, 1 absorbed, 2 correction, 3 education contribution
+    absorbed_from: str = ""
+    non_participating: bool = False
+    original_period_start: str = ""
+    registration_id: str = ""
+
+
+_KIND_OF_ORDER = {0: "care", 1: "absorbed", 2: "correction", 3: "education_contribution"}
+
+
+@dataclass
+class _Line:
+    """A statement line while it is being built: exact amount, before rounding."""
+
+    exact_cents: Fraction = Fraction(0)
+    basis_unit: str = ""
+    basis_value: Fraction = Fraction(0)
+    original_period: tuple[dt.date, dt.date] | None = None
+    registration_date: dt.date | None = None
+    late_void: bool = False
+
+
+def _decimal(value: Fraction, places: int = 2) -> str:
+    """Exact value shown with at most `places` decimals, rounded half-up; integers without decimals."""
+    if value.denominator == 1:
+        return str(value.numerator)
+    scaled = round_half_up(value * 10**places)
+    sign = "-" if scaled < 0 else ""
+    whole, rest = divmod(abs(scaled), 10**places)
+    return f"{sign}{whole}.{rest:0{places}d}"
+
+
+def _covering_close(history: Sequence[Close], day: dt.date) -> Close:
+    """The close that settled `day`: the first whose period ended on or after it."""
+    for close in history:
+        if day <= close.period_end:
+            return close
+    raise SettlementError(f"no closed period covers {day.isoformat()}")  # callers only ask for covered days
+
+
+class _CloseBuilder:
+    def __init__(self, context: ArrangementContext) -> None:
+        self.context = context
+        self.lines: dict[str, dict[LineKey, _Line]] = defaultdict(dict)
+        self.rates: set[int] = set()
+        # Residence view of this close's care (who the care was for), whatever the routing.
+        self.resident_minutes: dict[str, Fraction] = defaultdict(Fraction)
+        self.resident_cost: dict[str, Fraction] = defaultdict(Fraction)
+        self.resident_participated: dict[str, bool] = {}
+        self.care_cost_cent_minutes = 0
+        self.correction_cost_cent_minutes = 0
+
+    def add(self, municipality: str, key: LineKey, exact_cents: Fraction, basis_unit: str,
+            basis_value: Fraction, **details: Any) -> None:
+        line = self.lines[municipality].get(key)
+        if line is None:
+            line = self.lines[municipality][key] = _Line(basis_unit=basis_unit, **details)
+        line.exact_cents += exact_cents
+        line.basis_value += basis_value
+
+    def note_rate(self, line: CareLine) -> None:
+        if line.minutes and line.cost_cent_minutes % line.minutes == 0:
+            self.rates.add(line.cost_cent_minutes // line.minutes)
+
+    def add_registration_parts(self, line: CareLine, sign: int, key: str, policy: str,
+                               host: str, correction_of: Close | None) -> None:
+        """residence_hours / host_pays: equal parts per attributed pupil, each to its residence that day."""
+        pupils = len(line.attributions)
+        for _pupil_ref, residence in line.attributions:
+            exact = Fraction(sign * line.cost_cent_minutes, CENT_MINUTES_PER_CENT * pupils)
+            minutes = Fraction(sign * line.minutes, pupils)
+            bucket = Bucket(host) if key == "host_pays" else _route(
+                residence, line.date, policy, host, self.context.municipalities)
+            if correction_of is None:
+                self.resident_minutes[residence] += minutes
+                self.resident_cost[residence] += exact
+                participated = residence == host or _participates(self.context.municipalities, residence, line.date)
+                self.resident_participated[residence] = self.resident_participated.get(residence, True) and participated
+                line_key = LineKey(1 if bucket.absorbed_from else 0, bucket.absorbed_from,
+                                   bucket.non_participating)
+                self.add(bucket.municipality, line_key, exact, "attributed_minutes", minutes)
+            else:
+                line_key = LineKey(2, bucket.absorbed_from, bucket.non_participating,
+                                   correction_of.period_start.isoformat(), line.registration_id)
+                self.add(bucket.municipality, line_key, exact, "attributed_minutes", minutes,
+                         original_period=(correction_of.period_start, correction_of.period_end),
+                         registration_date=line.date, late_void=sign < 0)
+
+    def add_weighted(self, cost_cent_minutes: int, weights: Mapping[Bucket, Fraction], unit: str,
+                     correction_of: Close | None = None, line: CareLine | None = None) -> None:
+        """Period keys: split an exact cost over bucket weights (zero cost still creates the lines)."""
+        weight_sum = sum(weights.values(), Fraction(0))
+        for bucket, weight in sorted(weights.items()):
+            exact = Fraction(cost_cent_minutes, CENT_MINUTES_PER_CENT) * weight / weight_sum
+            if correction_of is None:
+                line_key = LineKey(1 if bucket.absorbed_from else 0, bucket.absorbed_from, bucket.non_participating)
+                self.add(bucket.municipality, line_key, exact, unit, weight)
+            else:
+                assert line is not None
+                line_key = LineKey(2, bucket.absorbed_from, bucket.non_participating,
+                                   correction_of.period_start.isoformat(), line.registration_id)
+                self.add(bucket.municipality, line_key, exact, "share", weight / weight_sum,
+                         original_period=(correction_of.period_start, correction_of.period_end),
+                         registration_date=line.date, late_void=cost_cent_minutes < 0)
+
+
+def close_period(context: ArrangementContext, lines: Iterable[CareLine], history: Sequence[Close],
+                 period_start: dt.date, period_end: dt.date, issued_on: dt.date) -> CloseResult:
+    """Close [period_start, period_end] of the arrangement: one statement per municipality and the new Close.
+
+    `lines` are all registrations of the arrangement the service knows (voided ones included, marked),
+    `history` the closes already issued, oldest first. The close settles every cost dated on or before
+    `period_end` that no earlier close settled: the period's care, care dated in a gap before the period
+    that was never closed, and corrections for earlier periods (late registrations, late voids).
+    """
+    arrangement = context.arrangement
+    policy = arrangement.settlement
+    host = context.host_municipality
+    known_lines = list(lines)
+    _check_history(context.arrangement_id, history)
+    check_period(arrangement, history, period_start, period_end)
+    closes_made = len(history)
+    _check_lines(known_lines, closes_made)
+    sequence = closes_made + 1
+    previous = history[-1] if history else None
+
+    if previous is not None:
+        recomputed = cumulative_cost_cent_minutes(known_lines, previous.sequence, previous.period_end)
+        if recomputed != previous.cumulative_cost_cent_minutes:
+            # The known_since_close marks do not reproduce what the last close settled: refuse rather
+            # than issue figures that break the exactness rule.
+            raise SettlementError(
+                f"registrations do not reproduce close {previous.sequence} of {context.arrangement_id}: it "
+                f"settled {previous.cumulative_cost_cent_minutes} cent-minutes, the registrations give {recomputed}"
+            )
+
+    basis = period_basis(context, period_start, period_end) if policy.key in PERIOD_KEYS else None
+    builder = _CloseBuilder(context)
+    period_care_cent_minutes = 0
+    for line in sorted(known_lines, key=lambda item: (item.date, item.registration_id)):
+        in_previous = previous is not None and included_in_close(line, previous.sequence, previous.period_end)
+        in_this = included_in_close(line, sequence, period_end)
+        sign = int(in_this) - int(in_previous)
+        if sign == 0:
+            continue
+        builder.note_rate(line)
+        if previous is None or line.date > previous.period_end:
+            # New care for this close (sign is +1: nothing after the previous end was settled before).
+            builder.care_cost_cent_minutes += line.cost_cent_minutes
+            if basis is None:
+                builder.add_registration_parts(line, sign, policy.key, policy.non_participating, host, None)
+            else:
+                period_care_cent_minutes += line.cost_cent_minutes
+            continue
+        # A fact about an already closed period: a correction, split the way that period was split.
+        original = _covering_close(history, line.date)
+        builder.correction_cost_cent_minutes += sign * line.cost_cent_minutes
+        if original.key in PERIOD_KEYS:
+            weights = original.weight_map() or (basis.weights if basis else {})
+            if not weights:
+                raise SettlementError(
+                    f"correction for registration {line.registration_id}: closed period "
+                    f"{original.period_start.isoformat()}..{original.period_end.isoformat()} has no split basis"
+                )
+            builder.add_weighted(sign * line.cost_cent_minutes, weights, "share", original, line)
+        else:
+            builder.add_registration_parts(line, sign, original.key, original.non_participating_policy,
+                                           original.host_municipality, original)
+
+    correction_period = period_start > arrangement.end
+    if basis is not None and not (correction_period and period_care_cent_minutes == 0):
+        # (A correction period has no care of its own, so no zero care lines for everyone with a basis.)
+        if basis.weights:
+            builder.add_weighted(period_care_cent_minutes, basis.weights, basis.unit)
+        elif period_care_cent_minutes:
+            raise SettlementError(
+                f"cannot split the care cost of {period_start.isoformat()}..{period_end.isoformat()} by "
+                f"{policy.key}: the basis is zero for every municipality"
+            )
+    if policy.key == "host_pays" or not builder.lines:
+        # The host always gets a statement under host_pays; and a close with nothing at all still shows up.
+        builder.add(host, LineKey(0), Fraction(0), "attributed_minutes", Fraction(0))
+
+    # --- the close's integer total: cumulative rounding and the contribution, first statements first.
+    cumulative_cost = (previous.cumulative_cost_cent_minutes if previous else 0) \
+        + builder.care_cost_cent_minutes + builder.correction_cost_cent_minutes
+    rounded_cost = cent_minutes_to_cents(cumulative_cost)
+    applied = education_applied_cents(policy.education_contribution_cents, rounded_cost)
+    cumulative_charged = rounded_cost - applied
+    charged = cumulative_charged - (previous.cumulative_charged_cents if previous else 0)
+    contribution_delta = applied - (previous.education_applied_cents if previous else 0)
+    if contribution_delta:
+        _add_contribution(builder, contribution_delta, basis)
+
+    # --- split: close total -> statements -> lines, each exact to the cent.
+    exact_by_municipality = {m: sum((l.exact_cents for l in ls.values()), Fraction(0))
+                             for m, ls in builder.lines.items()}
+    totals = split_exact(charged, exact_by_municipality)
+    statements = []
+    for municipality in sorted(builder.lines):
+        line_amounts = split_exact(totals[municipality],
+                                   {k: l.exact_cents for k, l in builder.lines[municipality].items()})
+        statements.append(_statement(context, builder, basis, municipality, line_amounts, sequence,
+                                     period_start, period_end, issued_on, previous, charged))
+
+    close = Close(
+        arrangement_id=context.arrangement_id,
+        sequence=sequence,
+        period_start=period_start,
+        period_end=period_end,
+        issued_on=issued_on,
+        key=policy.key,
+        non_participating_policy=policy.non_participating,
+        host_municipality=host,
+        cumulative_cost_cent_minutes=cumulative_cost,
+        cumulative_rounded_cost_cents=rounded_cost,
+        education_applied_cents=applied,
+        cumulative_charged_cents=cumulative_charged,
+        charged_cents=charged,
+        weights=tuple(sorted(basis.weights.items())) if basis else (),
+        statement_totals=tuple((s["municipality"], s["total_cents"]) for s in statements),
+    )
+    return CloseResult(statements=statements, close=close)
+
+
+def _add_contribution(builder: _CloseBuilder, delta_cents: int, basis: PeriodBasis | None) -> None:
+    """Spread this close's change in applied contribution over its statements, exactly.
+
+    More contribution applied (the usual case) is deducted in proportion to what each municipality is
+    charged on this close; contribution handed back (late voids took the cost below it) is credited in
+    proportion to each municipality's credits. Fallbacks only matter when the contribution itself was
+    changed between closes.
+    """
+    charges: dict[str, Fraction] = defaultdict(Fraction)
+    credits: dict[str, Fraction] = defaultdict(Fraction)
+    for municipality, lines in builder.lines.items():
+        for line in lines.values():
+            if line.exact_cents > 0:
+                charges[municipality] += line.exact_cents
+            elif line.exact_cents < 0:
+                credits[municipality] -= line.exact_cents
+    candidates = [charges, credits] if delta_cents > 0 else [credits, charges]
+    period_weights: dict[str, Fraction] = defaultdict(Fraction)
+    for bucket, weight in (basis.weights.items() if basis else []):
+        period_weights[bucket.municipality] += weight
+    candidates.append(period_weights)
+    weights = next((c for c in candidates if sum(c.values(), Fraction(0)) > 0),
+                   {builder.context.host_municipality: Fraction(1)})
+    weight_sum = sum(weights.values(), Fraction(0))
+    for municipality, weight in weights.items():
+        if weight:
+            builder.add(municipality, LineKey(3), -delta_cents * weight / weight_sum, "share", weight / weight_sum)
+
+
+def _line_description(key: LineKey, line: _Line, context: ArrangementContext, coverage: str) -> str:
+    kind = _KIND_OF_ORDER[key.order]
+    if kind == "care":
+        split = {
+            "residence_hours": "for resident pupils, per care day",
+            "residence_pupils": "pro rata to pupil-days",
+            "youth_share": "pro rata to youth population",
+            "fixed_shares": "pro rata to agreed shares",
+            "host_pays": "for all pupils (host pays)",
+        }[context.arrangement.settlement.key]
+        text = f"Care {coverage} {split}"
+        if key.non_participating:
+            text += " (municipality not participating on these days: billed per policy)"
+        return text
+    if kind == "absorbed":
+        whom = "pupils without a recorded residence" if key.absorbed_from == UNKNOWN_RESIDENCE else \
+            f"{key.absorbed_from}{_name_suffix(context, key.absorbed_from)}"
+        return f"Absorbed by the host: care {coverage} for {whom}, not participating"
+    if kind == "correction":
+        assert line.original_period is not None and line.registration_date is not None
+        start, end = line.original_period
+        what = "voided after close" if line.late_void else "registered after close"
+        text = (f"Correction for closed period {start.isoformat()}..{end.isoformat()}: registration "
+                f"{key.registration_id} of {line.registration_date.isoformat()} {what}")
+        if key.absorbed_from:
+            text += f" (absorbed for {key.absorbed_from}, not participating)"
+        if key.non_participating:
+            text += " (not participating: billed per policy)"
+        return text
+    return "Education contribution deducted (first statements first)"
+
+
+def _name_suffix(context: ArrangementContext, code: str) -> str:
+    municipality = context.municipalities.get(code)
+    return f" {municipality.name}" if municipality else ""
+
+
+def _statement(context: ArrangementContext, builder: _CloseBuilder, basis: PeriodBasis | None,
+               municipality: str, line_amounts: Mapping[LineKey, int], sequence: int,
+               period_start: dt.date, period_end: dt.date, issued_on: dt.date,
+               previous: Close | None, close_total_cents: int) -> dict[str, Any]:
+    policy = context.arrangement.settlement
+    coverage_start = previous.period_end + dt.timedelta(days=1) if previous else context.arrangement.start
+    coverage = f"{period_start.isoformat()}..{period_end.isoformat()}"
+    if coverage_start < period_start:
+        coverage = f"{coverage_start.isoformat()}..{period_end.isoformat()} (includes days before the period " \
+                   f"that no close covered)"
+
+    lines_out: list[dict[str, Any]] = []
+    contribution_deducted = 0
+    for key in sorted(line_amounts):
+        line = builder.lines[municipality][key]
+        kind = _KIND_OF_ORDER[key.order]
+        amount = line_amounts[key]
+        if kind == "education_contribution":
+            contribution_deducted -= amount
+        lines_out.append({
+            "kind": kind,
+            "description": _line_description(key, line, context, coverage),
+            "basis": {"unit": line.basis_unit, "value": _decimal(line.basis_value, 6 if line.basis_unit == "share" else 2)},
+            "amount_cents": amount,
+            "exact_cents": _decimal(line.exact_cents, 4),
+            "registration_id": key.registration_id or None,
+            "original_period_start": line.original_period[0].isoformat() if line.original_period else None,
+            "original_period_end": line.original_period[1].isoformat() if line.original_period else None,
+            "absorbed_from": key.absorbed_from or None,
+            "non_participating": key.non_participating,
+        })
+
+    period_days = (period_end - period_start).days + 1
+    summary: dict[str, Any] = {
+        "key": policy.key,
+        "unit": basis.unit if basis else "attributed_minutes",
+        "period_days": period_days,
+        # Close-wide figures (all statements of this close together), before the contribution.
+        "close_care_cost_cents": cent_minutes_to_cents(builder.care_cost_cent_minutes),
+        "close_corrections_cost_cents": cent_minutes_to_cents(builder.correction_cost_cent_minutes),
+        "close_total_cents": close_total_cents,
+        "hourly_rates_cents": sorted(builder.rates),
+        "education_contribution_total_cents": policy.education_contribution_cents,
+    }
+    if basis is not None:
+        total_count = sum(basis.counts.values(), Fraction(0))
+        own = basis.counts.get(municipality, Fraction(0))
+        summary.update(municipality_count=_decimal(own), total_count=_decimal(total_count),
+                       share=_decimal(own / total_count, 6) if total_count else "0",
+                       participating_days=basis.participating_days.get(municipality, 0))
+    elif policy.key == "host_pays":
+        total_minutes = sum(builder.resident_minutes.values(), Fraction(0))
+        summary.update(municipality_count=_decimal(total_minutes), total_count=_decimal(total_minutes),
+                       share="1", participating_days=period_days)
+    else:
+        total_minutes = sum(builder.resident_minutes.values(), Fraction(0))
+        own = builder.resident_minutes.get(municipality, Fraction(0))
+        summary.update(municipality_count=_decimal(own), total_count=_decimal(total_minutes),
+                       share=_decimal(own / total_minutes, 6) if total_minutes else "0",
+                       participating_days=period_days if municipality == context.host_municipality else sum(
+                           1 for d in _days(period_start, period_end)
+                           if _participates(context.municipalities, municipality, d)))
+
+    statement: dict[str, Any] = {
+        "schema_version": STATEMENT_SCHEMA_VERSION,
+        "statement_id": f"{context.arrangement_id}:{period_start.isoformat()}:{period_end.isoformat()}:{municipality}",
+        "arrangement_id": context.arrangement_id,
+        "school_id": context.arrangement.school_id,
+        "school_name": context.school_name,
+        "municipality": municipality,
+        "municipality_name": context.municipalities[municipality].name if municipality in context.municipalities else None,
+        "host_municipality": context.host_municipality,
+        "period_start": period_start.isoformat(),
+        "period_end": period_end.isoformat(),
+        "close_sequence": sequence,
+        "issued_on": issued_on.isoformat(),
+        "key": policy.key,
+        "non_participating_policy": policy.non_participating,
+        "currency": "EUR",
+        "lines": lines_out,
+        "basis": summary,
+        "education_contribution_cents": contribution_deducted,
+        "total_cents": sum(line_amounts.values()),
+        "non_participating": any(l["non_participating"] for l in lines_out),
+        "absorbed_from": sorted({l["absorbed_from"] for l in lines_out if l["absorbed_from"]}),
+    }
+    if policy.key == "host_pays" and municipality == context.host_municipality:
+        statement["breakdown"] = _residence_breakdown(context, builder)
+    return statement
+
+
+def _residence_breakdown(context: ArrangementContext, builder: _CloseBuilder) -> list[dict[str, Any]]:
+    """host_pays: who the period's care was for, per residence municipality (informational, not charged).
+
+    Rows are rounded with the largest-remainder method so they add up to the period's care cost.
+    """
+    exact = dict(builder.resident_cost)
+    rounded = split_exact(cent_minutes_to_cents(builder.care_cost_cent_minutes), exact) if exact else {}
+    return [
+        {
+            "municipality": code,
+            "municipality_name": context.municipalities[code].name if code in context.municipalities else None,
+            "attributed_minutes": _decimal(builder.resident_minutes[code]),
+            "cost_cents": rounded[code],
+            "participating": builder.resident_participated.get(code, False),
+        }
+        for code in sorted(exact)
+    ]
+
+
+__all__ = [
+    "ArrangementContext", "Bucket", "CareLine", "Close", "CloseResult", "LineKey", "PeriodAlreadyClosedError",
+    "PeriodBasis", "PeriodConflictError", "SettlementError", "check_period", "close_period",
+    "cumulative_cost_cent_minutes", "education_applied_cents", "find_identical_close",
+    "included_in_close", "invariant_problems", "net_cost_cents", "period_basis", "period_problems",
+    "settled_cents", "split_exact", "unsettled_cents",
+]

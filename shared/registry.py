@@ -1,0 +1,193 @@
+"""Each service's copy of the reference data (municipalities, schools, groups, pupils, arrangements).
+
+The gateway is the source of truth and publishes every change as a full-state `RegistryChanged` event with
+a gap-free `version` on the one-partition topic `registry.changes`. A service keeps the documents in its
+own database and in memory (`RegistryCopy`), and follows the topic from offset 0 with a group-less consumer
+(`RegistryFollower`), skipping versions it already has. Every registration carries the registry version
+the gateway had when it accepted it; `wait_for(version)` lets a consumer validate against a copy at least
+that new, so "create the group, then register hours for it" can never be judged on stale data.
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections import defaultdict
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from sqlalchemy import Column, Integer, LargeBinary, MetaData, String, Table, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared import topics
+from shared.events import RegistryChanged, parse_event
+from shared.schemas import Arrangement, Group, Municipality, Pupil, School
+
+log = logging.getLogger("zorgpot.registry")
+
+
+def registry_table(metadata: MetaData) -> Table:
+    return Table(
+        "registry_docs", metadata,
+        Column("kind", String(20), primary_key=True),
+        Column("key", String(200), primary_key=True),
+        Column("version", Integer, nullable=False),
+        Column("doc", LargeBinary, nullable=False),
+    )
+
+
+class RegistryCopy:
+    """In-memory view of the reference data, with the lookups the domains need."""
+
+    def __init__(self) -> None:
+        self.version = 0
+        self.municipalities: dict[str, Municipality] = {}
+        self.schools: dict[str, School] = {}
+        self.groups: dict[tuple[str, str], Group] = {}
+        self.pupils: dict[tuple[str, str], Pupil] = {}
+        self.pupils_by_group: dict[tuple[str, str], set[str]] = defaultdict(set)
+        self.arrangements: dict[str, Arrangement] = {}
+        self.arrangements_by_group: dict[tuple[str, str], set[str]] = defaultdict(set)
+        self._changed = asyncio.Condition()
+
+    # -- applying ---------------------------------------------------------------------------------
+    def apply(self, kind: str, key: str, doc: dict[str, Any], version: int) -> None:
+        if kind == "municipality":
+            self.municipalities[key] = Municipality.model_validate(doc)
+        elif kind == "school":
+            self.schools[key] = School.model_validate(doc)
+        elif kind == "group":
+            school_id, group_id = key.split("/", 1)
+            self.groups[(school_id, group_id)] = Group.model_validate(doc)
+        elif kind == "pupil":
+            school_id, ref = key.split("/", 1)
+            old = self.pupils.get((school_id, ref))
+            if old is not None:
+                self.pupils_by_group[(school_id, old.group_id)].discard(ref)
+            pupil = Pupil.model_validate(doc)
+            self.pupils[(school_id, ref)] = pupil
+            self.pupils_by_group[(school_id, pupil.group_id)].add(ref)
+        elif kind == "arrangement":
+            old_arr = self.arrangements.get(key)
+            if old_arr is not None:
+                for g in old_arr.group_ids:
+                    self.arrangements_by_group[(old_arr.school_id, g)].discard(key)
+            arrangement = Arrangement.model_validate(doc)
+            self.arrangements[key] = arrangement
+            for g in arrangement.group_ids:
+                self.arrangements_by_group[(arrangement.school_id, g)].add(key)
+        else:
+            raise ValueError(f"unknown registry kind {kind!r}")
+        self.version = max(self.version, version)
+
+    async def notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def wait_for(self, version: int, timeout: float | None = None) -> bool:
+        """Wait until this copy has applied `version`; False on timeout."""
+        if self.version >= version:
+            return True
+        async with self._changed:
+            try:
+                await asyncio.wait_for(self._changed.wait_for(lambda: self.version >= version), timeout)
+            except asyncio.TimeoutError:
+                return False
+        return True
+
+    # -- lookups ----------------------------------------------------------------------------------
+    def arrangement_for(self, school_id: str, group_id: str, day: dt.date) -> tuple[str, Arrangement] | None:
+        """The arrangement covering the group on `day` (the gateway refuses overlapping ones)."""
+        for arrangement_id in sorted(self.arrangements_by_group.get((school_id, group_id), ())):
+            arrangement = self.arrangements[arrangement_id]
+            if arrangement.covers(day):
+                return arrangement_id, arrangement
+        return None
+
+    def enrolled_in_group(self, school_id: str, group_id: str, day: dt.date) -> list[str]:
+        refs = self.pupils_by_group.get((school_id, group_id), set())
+        return sorted(ref for ref in refs if self.pupils[(school_id, ref)].enrolled_on(day))
+
+    def pupils_of_groups(self, school_id: str, group_ids: list[str]) -> list[tuple[str, Pupil]]:
+        return sorted((ref, self.pupils[(school_id, ref)])
+                      for g in group_ids for ref in self.pupils_by_group.get((school_id, g), ()))
+
+
+class RegistryStore:
+    """Persists the copy in the service's own database and loads it at start."""
+
+    def __init__(self, engine: AsyncEngine, table: Table, copy: RegistryCopy):
+        self.engine = engine
+        self.table = table
+        self.copy = copy
+
+    async def load(self) -> None:
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(select(self.table).order_by(self.table.c.version))).all()
+        for row in rows:
+            self.copy.apply(row.kind, row.key, orjson.loads(row.doc), row.version)
+        log.info("registry copy loaded at version %d (%d documents)", self.copy.version, len(rows))
+
+    async def apply_events(self, events: list[RegistryChanged]) -> int:
+        fresh = [e for e in events if e.version > self.copy.version]
+        if not fresh:
+            return 0
+        fresh.sort(key=lambda e: e.version)
+        async with self.engine.begin() as conn:
+            for e in fresh:
+                await conn.execute(self.table.delete().where(self.table.c.kind == e.kind, self.table.c.key == e.key))
+                await conn.execute(self.table.insert().values(kind=e.kind, key=e.key, version=e.version,
+                                                              doc=orjson.dumps(e.doc)))
+        for e in fresh:
+            self.copy.apply(e.kind, e.key, e.doc, e.version)
+        await self.copy.notify()
+        return len(fresh)
+
+
+class RegistryFollower:
+    """Follows `registry.changes` from offset 0 (every worker reads it all: no consumer group)."""
+
+    def __init__(self, bootstrap: str, store: RegistryStore):
+        self.bootstrap = bootstrap
+        self.store = store
+        self._stopping = False
+
+    async def run(self) -> None:
+        tp = TopicPartition(topics.REGISTRY, 0)
+        while not self._stopping:
+            consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
+                                        auto_offset_reset="earliest")
+            try:
+                await consumer.start()
+                consumer.assign([tp])
+                consumer.seek(tp, 0)
+                while not self._stopping:
+                    batch = await consumer.getmany(tp, timeout_ms=500, max_records=5000)
+                    events = []
+                    for record in batch.get(tp, []):
+                        try:
+                            event = parse_event(record.value)
+                        except Exception as exc:  # noqa: BLE001 - a bad record must not stop the registry
+                            log.error("skipping malformed registry record at offset %s: %s", record.offset, exc)
+                            continue
+                        if isinstance(event, RegistryChanged):
+                            events.append(event)
+                    if events:
+                        await self.store.apply_events(events)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise
+                await asyncio.sleep(1.0)  # a client library leaked a cancellation: reconnect
+            except Exception as exc:  # noqa: BLE001 - broker gone: start over from offset 0 later
+                log.warning("registry follower: %s: %s; reconnecting", type(exc).__name__, exc)
+                await asyncio.sleep(1.0)
+            finally:
+                try:
+                    await consumer.stop()
+                except (Exception, asyncio.CancelledError):  # noqa: BLE001
+                    pass
+
+    def stop(self) -> None:
+        self._stopping = True

@@ -1,0 +1,162 @@
+"""What every Faust stream service shares: app configuration, the broker-epoch watchdog, the registry
+follower, the outbox relay, and the /metrics and /internal/health views.
+
+Faust is the stream runtime (consumer groups, partition assignment, web views); the money books live in
+the service's own database, never in Faust tables (design.md section 7).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+import faust
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from sqlalchemy import MetaData, Table
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.db import create_tables, make_engine
+from shared.kafka import EpochWatch, create_topics
+from shared.outbox import OutboxRelay, outbox_tables
+from shared.registry import RegistryCopy, RegistryFollower, RegistryStore, registry_table
+from shared.settings import Settings, configure_logging, get_settings
+
+log = logging.getLogger("zorgpot.streams")
+
+EXIT_BROKER_EPOCH_CHANGED = 75  # the supervisor (or compose's restart policy) starts us again
+
+EVENTS_PROCESSED = Counter("zorgpot_events_processed_total", "Events a service consumed and applied",
+                           ["service", "type"])
+EVENTS_REJECTED = Counter("zorgpot_events_rejected_total", "Events a service refused, by reason",
+                          ["service", "reason"])
+
+
+@dataclass
+class ServiceRuntime:
+    name: str
+    settings: Settings
+    app: faust.App
+    metadata: MetaData
+    engine: AsyncEngine
+    outbox: Table
+    relay_state: Table
+    registry: RegistryCopy
+    registry_store: RegistryStore
+    relay: OutboxRelay
+    started_at: float = field(default_factory=time.monotonic)
+    ready_checks: list[Callable[[], bool]] = field(default_factory=list)
+    # Set once the tables exist and the registry copy is loaded; agents wait for it before consuming.
+    books_ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def make_runtime(name: str, metadata: MetaData, settings: Settings | None = None) -> ServiceRuntime:
+    settings = settings or get_settings()
+    bootstrap = settings.bootstrap()
+    faust_dir = settings.data_dir / "faust"
+    faust_dir.mkdir(parents=True, exist_ok=True)
+    timeouts = {"broker_session_timeout": 6.0, "broker_heartbeat_interval": 2.0} if settings.embedded else {}
+    app = faust.App(
+        f"zorgpot-{name}",
+        broker=[f"kafka://{host}" for host in bootstrap.split(",")],
+        web_bind="127.0.0.1" if settings.embedded else "0.0.0.0",
+        web_port=settings.port_of(name),
+        datadir=str(faust_dir / f"{name}-{settings.worker_instance}"),
+        store="memory://",
+        autodiscover=False,
+        topic_partitions=6,
+        topic_allow_declare=False,  # topics are created by shared.kafka.create_topics with their counts
+        topic_disable_leader=True,
+        producer_acks=-1,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=True,
+        **timeouts,
+    )
+    outbox, relay_state = outbox_tables(metadata)
+    registry_docs = registry_table(metadata)
+    engine = make_engine(settings.db_url(name))
+    registry = RegistryCopy()
+    runtime = ServiceRuntime(
+        name=name, settings=settings, app=app, metadata=metadata, engine=engine, outbox=outbox,
+        relay_state=relay_state, registry=registry,
+        registry_store=RegistryStore(engine, registry_docs, registry),
+        relay=OutboxRelay(name, engine, outbox, relay_state, settings),
+    )
+    _install_common(runtime)
+    return runtime
+
+
+def _install_common(rt: ServiceRuntime) -> None:
+    app = rt.app
+    follower = RegistryFollower(rt.settings.bootstrap(), rt.registry_store)
+    watch = EpochWatch(rt.settings.bootstrap(), rt.settings)
+    state: dict[str, str | None] = {"epoch": None}
+
+    @app.task
+    async def _start_books() -> None:
+        await create_tables(rt.engine, rt.metadata)
+        await rt.registry_store.load()
+        rt.books_ready.set()
+        app.loop.create_task(follower.run())
+        app.loop.create_task(rt.relay.run())
+
+    @app.timer(2.0)
+    async def _epoch_watchdog() -> None:
+        try:
+            epoch = await watch.current()
+        except Exception as exc:  # noqa: BLE001 - broker unreachable: nothing to compare yet
+            log.debug("epoch check failed: %s", exc)
+            return
+        if state["epoch"] is None:
+            state["epoch"] = epoch
+        elif epoch != state["epoch"]:
+            # The broker forgot everything (embedded broker restart). Our books are safe in our database;
+            # start over so the consumer rejoins from offset 0 and deduplicates what it already applied.
+            log.warning("%s: broker epoch changed (%s -> %s); restarting to re-consume from offset 0",
+                        rt.name, state["epoch"], epoch)
+            logging.shutdown()
+            os._exit(EXIT_BROKER_EPOCH_CHANGED)
+
+    @app.page("/metrics")
+    async def _metrics(web, request):  # noqa: ANN001
+        return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    @app.page("/internal/health")
+    async def _health(web, request):  # noqa: ANN001
+        assigned = sorted(f"{tp.topic}:{tp.partition}" for tp in app.consumer.assignment())
+        ready = bool(assigned) and rt.books_ready.is_set() and all(check() for check in rt.ready_checks)
+        return web.json({"service": rt.name, "ready": ready, "assigned": assigned,
+                         "registry_version": rt.registry.version}, status=200 if ready else 503)
+
+
+def ensure_topics_blocking(settings: Settings, attempts: int = 60) -> None:
+    """Create the topics before Faust starts (it is told not to declare them itself)."""
+    for attempt in range(attempts):
+        try:
+            create_topics(settings.bootstrap())
+            return
+        except Exception as exc:  # noqa: BLE001
+            if attempt == attempts - 1:
+                raise
+            log.info("waiting for the broker at %s: %s", settings.bootstrap(), exc)
+            time.sleep(1.0)
+
+
+def run_worker(rt: ServiceRuntime) -> None:
+    """Entry point: `python -m services.<name>` runs one worker of the service."""
+    configure_logging(rt.name, rt.settings)
+    ensure_topics_blocking(rt.settings)
+    import sys
+    sys.argv = [f"zorgpot-{rt.name}", "worker", "-l", "debug" if rt.settings.log_level == "DEBUG" else "warn",
+                "--web-port", str(rt.settings.port_of(rt.name))]
+    rt.app.main()
+
+
+async def in_batches(rt: ServiceRuntime, stream, handle: Callable[[list], Awaitable[None]],  # noqa: ANN001
+                     size: int = 1000, within: float = 0.05) -> None:
+    """Consume a Faust stream in batches; the handler applies a whole batch in one transaction."""
+    await rt.books_ready.wait()
+    async for values in stream.take(size, within=within):
+        await handle(values)
