@@ -45,3 +45,8 @@ async def registration_view(web, request, registration_id: str):  # noqa: ANN001
     if status is None:
         return web.json({"detail": "unknown"}, status=404)
     return web.json(status)
+
+
+@app.page("/internal/stats")
+async def stats_view(web, request):  # noqa: ANN001
+    return web.json(await service.stats())

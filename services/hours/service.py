@@ -139,6 +139,16 @@ class HoursService:
         outgoing.append(OutgoingEvent(topics.CARE_LOGGED, logged.school_id.encode(), voided.to_bytes()))
         EVENTS_PROCESSED.labels(SERVICE, "voided").inc()
 
+    async def stats(self) -> dict[str, Any]:
+        """Counts and exact cost by status: what the tests and the reconciliation compare against."""
+        from sqlalchemy import func
+        r = books.registrations
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(select(r.c.status, func.count(), func.coalesce(func.sum(r.c.cost_cent_minutes), 0),
+                                              func.coalesce(func.sum(r.c.minutes), 0))
+                                       .group_by(r.c.status))).all()
+        return {row[0]: {"count": row[1], "cost_cent_minutes": int(row[2]), "minutes": int(row[3])} for row in rows}
+
     async def status_of(self, registration_id: str) -> dict[str, Any] | None:
         async with self.engine.connect() as conn:
             row = (await conn.execute(select(books.registrations)
