@@ -179,9 +179,10 @@ class Registration(Model):
     school_id: SlugId
     group_id: SlugId
     date: dt.date
-    minutes: int = Field(ge=1, le=720)
+    # strict: JSON true or "60" is not a number of minutes (the CSV parser converts its cells itself)
+    minutes: int = Field(ge=1, le=720, strict=True)
     care_worker: str = Field(min_length=1, max_length=200)
-    task_category: int
+    task_category: int = Field(strict=True)
     funding: Literal["jeugdwet", "wlz", "zvw", "wmo", "education"] | None = None
     pupils: list[str] | None = Field(default=None, max_length=200)
 

@@ -164,7 +164,7 @@ def api_router() -> APIRouter:
         if body.role == "municipality" and not is_municipality_code(body.subject or ""):
             raise HTTPException(422, [{"loc": ["body", "subject"], "field": "subject",
                                        "msg": "a municipality subject is a CBS code: GM + 4 digits"}])
-        if body.role == "school" and not SLUG_ID.match(body.subject or ""):
+        if body.role == "school" and not SLUG_ID.fullmatch(body.subject or ""):
             raise HTTPException(422, [{"loc": ["body", "subject"], "field": "subject",
                                        "msg": "a school subject is a school_id: 1-64 of A-Z a-z 0-9 . _ : -"}])
         token_id, token = new_token()
