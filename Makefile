@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install up test unit integration clean
+.PHONY: install up test lint unit integration clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,10 @@ install: $(STAMP)
 up: install
 	$(PY) -m ops up
 
-test: install
+lint: install
+	$(VENV)/bin/ruff check --select F,E9 services shared ops tests
+
+test: install lint
 	$(PY) -m pytest -q -p no:cacheprovider
 
 unit: install

@@ -16,8 +16,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import update
 
-from services.gateway import books
-from services.gateway.auth import ROLES, Principal, authenticate, forbid, hash_token, new_token, now_utc
+from services.gateway import books, dashboard, pots, settlements
+from services.gateway.auth import Principal, authenticate, forbid, hash_token, new_token, now_utc
+from services.gateway.deps import (RETRY_AFTER_S, CodePath, IdPath, require_broker, require_coordinator,
+                                   service_get)
 from services.gateway.parsing import BodyError, parse_batch
 from services.gateway.service import Conflict, Intake, Invalid, NotFound, RegistryWriter
 from shared.db import create_tables, make_engine, readonly
@@ -32,9 +34,6 @@ REQUESTS = Counter("zorgpot_gateway_requests_total", "Gateway HTTP requests", ["
 LATENCY = Histogram("zorgpot_gateway_request_seconds", "Gateway HTTP request latency", ["method", "route"])
 REGISTRATIONS = Counter("zorgpot_gateway_registrations_total", "Registrations received, by outcome", ["outcome"])
 
-IdPath = Annotated[str, Path(pattern=SLUG_ID.pattern, min_length=1, max_length=64)]
-CodePath = Annotated[str, Path(pattern=r"^GM\d{4}$", description="CBS municipality code, e.g. GM0984")]
-RETRY_AFTER_S = 5
 
 
 def problem(status: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -46,12 +45,6 @@ class TokenRequest(BaseModel):
     role: Literal["coordinator", "school", "municipality"]
     subject: str | None = Field(default=None, max_length=64)
     label: str | None = Field(default=None, max_length=200)
-
-
-class WebhookRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    url: str = Field(min_length=8, max_length=2000, pattern=r"^https?://")
-    secret: str = Field(min_length=16, max_length=200)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -135,21 +128,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(api_router(), prefix="/api/v1")
+    app.include_router(pots.router, prefix="/api/v1")
+    app.include_router(settlements.router, prefix="/api/v1")
+    app.include_router(dashboard.router)  # /dashboard, outside the API prefix
     return app
-
-
-def require_coordinator(principal: Principal = Depends(authenticate)) -> Principal:
-    if not principal.is_coordinator:
-        raise forbid("only the coordinating municipality may do this")
-    return principal
-
-
-async def require_broker(request: Request) -> None:
-    """Refuse writes while the broker is unreachable or the outbox is far behind: 503 + Retry-After."""
-    relay: OutboxRelay = request.app.state.relay
-    if not relay.broker_available():
-        raise HTTPException(503, "the message broker is unavailable; nothing was stored, retry later",
-                            headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
 def api_router() -> APIRouter:
@@ -297,13 +279,7 @@ def api_router() -> APIRouter:
     @r.get("/hours/{registration_id}", tags=["hours"])
     async def get_hours(request: Request, registration_id: IdPath, principal: Principal = Depends(authenticate)):
         submission = await _own_submission(request, registration_id, principal)
-        settings: Settings = request.app.state.settings
-        try:
-            reply = await request.app.state.http.get(
-                f"{settings.url_of('hours')}/internal/registrations/{registration_id}")
-        except httpx.HTTPError as exc:
-            raise HTTPException(503, "the hours service is not reachable; the registration is safely received, "
-                                     "ask again shortly", headers={"Retry-After": str(RETRY_AFTER_S)}) from exc
+        reply = await service_get(request, "hours", f"/internal/registrations/{registration_id}")
         if reply.status_code == 404:
             view: dict[str, Any] = {"registration_id": registration_id, "status": "pending"}
         elif reply.status_code == 200:

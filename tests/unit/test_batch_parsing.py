@@ -252,7 +252,7 @@ def test_csv_row_with_missing_cells_names_missing_fields():
 
 def test_csv_bad_row_reports_index_and_fields():
     body = csv_body(f"r-1,focus,g1,{DAY},60,Anja,4,,",
-                    f"r-2,focus,g1,2099-01-01,0,Anja,12,pgb,")
+                    "r-2,focus,g1,2099-01-01,0,Anja,12,pgb,")
     results = parse_batch(body, "text/csv")
     ok(results[0])
     bad(results[1])

@@ -1,0 +1,6 @@
+"""Gateway routes: pots (filled in by its issue)."""
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()
