@@ -3,6 +3,7 @@ database + outbox (relayed to Kafka), and reads the stream services through thei
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import time
 from contextlib import asynccontextmanager
@@ -20,7 +21,7 @@ from services.gateway import books, dashboard, pots, settlements
 from services.gateway.auth import Principal, authenticate, forbid, hash_token, new_token, now_utc
 from services.gateway.deps import (RETRY_AFTER_S, CodePath, IdPath, require_broker, require_coordinator,
                                    service_get)
-from services.gateway.parsing import BodyError, parse_batch
+from services.gateway.parsing import BodyError, UnsupportedMediaType, parse_batch
 from services.gateway.service import Conflict, Intake, Invalid, NotFound, RegistryWriter
 from shared.db import create_tables, make_engine, readonly
 from shared.identity import SLUG_ID, is_municipality_code, pupil_ref_problem
@@ -239,8 +240,7 @@ def api_router() -> APIRouter:
         try:
             parsed = parse_batch(body, request.headers.get("content-type", "application/json"))
         except BodyError as exc:
-            status = 415 if "content type" in str(exc) else 422
-            raise HTTPException(status, str(exc)) from exc
+            raise HTTPException(415 if isinstance(exc, UnsupportedMediaType) else 422, str(exc)) from exc
         if len(parsed) > settings.max_batch_items:
             raise HTTPException(413, f"batch has {len(parsed)} items; the limit is {settings.max_batch_items}")
         rejected: list[dict[str, Any]] = []
@@ -288,7 +288,9 @@ def api_router() -> APIRouter:
         else:
             raise HTTPException(503, "the hours service could not answer; ask again shortly",
                                 headers={"Retry-After": str(RETRY_AFTER_S)})
-        view["received_at"] = submission["received_at"].isoformat()
+        received = submission["received_at"]
+        # SQLite hands back naive datetimes; every stored time is UTC.
+        view["received_at"] = (received if received.tzinfo else received.replace(tzinfo=dt.timezone.utc)).isoformat()
         if submission["void_requested_at"] is not None and view["status"] in ("pending", "accepted"):
             view["void_pending"] = True
         return view

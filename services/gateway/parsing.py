@@ -16,7 +16,11 @@ from shared.schemas import Registration
 
 
 class BodyError(ValueError):
-    """The body as a whole cannot be read (the caller answers 400/415/422 with this message)."""
+    """The body as a whole cannot be read (the caller answers 422 with this message)."""
+
+
+class UnsupportedMediaType(BodyError):
+    """The content type is not one the batch endpoint reads (HTTP 415)."""
 
 
 @dataclass(frozen=True)
@@ -131,7 +135,7 @@ def parse_batch(body: bytes, content_type: str) -> list[ItemResult]:
     elif media in ("text/csv", "application/csv"):
         raw_items = parse_csv(body)
     else:
-        raise BodyError(f"unsupported content type {media!r}: use application/json, application/x-ndjson or text/csv")
+        raise UnsupportedMediaType(f"unsupported content type {media!r}: use application/json, application/x-ndjson or text/csv")
     results = []
     for index, raw in enumerate(raw_items):
         if isinstance(raw, _Unreadable):
