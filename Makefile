@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install up test lint unit integration clean
+.PHONY: install up test lint unit integration invariant clean bench
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,5 +29,12 @@ unit: install
 integration: install
 	$(PY) -m pytest -q tests/integration
 
+# Statements add up to the accepted care, per arrangement, on the running stack (exit 1 if not).
+invariant: install
+	$(PY) -m ops invariant
+
 clean:
 	rm -rf var .pytest_cache
+
+bench: install
+	$(PY) -m ops.bench

@@ -30,6 +30,13 @@ def consumer_timeouts(settings: Settings) -> dict[str, int]:
     return {}
 
 
+def fetch_wait_ms(settings: Settings) -> int:
+    """How long a Fetch may wait for data. Tansu answers a Fetch only when the wait runs out, even when
+    records arrive meanwhile (measured: 202 -> accepted took a median 750 ms with Faust's fixed 1500 ms), so
+    the embedded profile polls more often. Apache Kafka answers as soon as data arrives: keep 500 ms there."""
+    return 25 if settings.embedded else 500
+
+
 def create_topics(bootstrap: str, specs: tuple[topics.TopicSpec, ...] = topics.ALL) -> list[str]:
     """Create the missing topics with their partition counts (kafka-python admin: a plain client fits)."""
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="zorgpot-admin", request_timeout_ms=10000)
@@ -71,6 +78,7 @@ class EpochWatch:
             self._consumer = AIOKafkaConsumer(
                 bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None,
                 auto_offset_reset="earliest", request_timeout_ms=5000, metadata_max_age_ms=2000,
+                fetch_max_wait_ms=fetch_wait_ms(self.settings),
             )
             await self._consumer.start()
         consumer = self._consumer

@@ -148,16 +148,17 @@ class RegistryStore:
 class RegistryFollower:
     """Follows `registry.changes` from offset 0 (every worker reads it all: no consumer group)."""
 
-    def __init__(self, bootstrap: str, store: RegistryStore):
+    def __init__(self, bootstrap: str, store: RegistryStore, fetch_max_wait_ms: int = 500):
         self.bootstrap = bootstrap
         self.store = store
+        self.fetch_max_wait_ms = fetch_max_wait_ms
         self._stopping = False
 
     async def run(self) -> None:
         tp = TopicPartition(topics.REGISTRY, 0)
         while not self._stopping:
             consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
-                                        auto_offset_reset="earliest")
+                                        auto_offset_reset="earliest", fetch_max_wait_ms=self.fetch_max_wait_ms)
             try:
                 await consumer.start()
                 consumer.assign([tp])

@@ -11,7 +11,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
@@ -19,7 +19,8 @@ from sqlalchemy import MetaData, Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db import create_tables, make_engine
-from shared.kafka import EpochWatch, create_topics
+from shared.events import parse_event
+from shared.kafka import EpochWatch, create_topics, fetch_wait_ms
 from shared.outbox import OutboxRelay, outbox_tables
 from shared.registry import RegistryCopy, RegistryFollower, RegistryStore, registry_table
 from shared.settings import Settings, configure_logging, get_settings
@@ -52,8 +53,31 @@ class ServiceRuntime:
     books_ready: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+def _cap_faust_fetch_wait(max_wait_ms: int) -> None:
+    """faust-streaming passes a fixed fetch_max_wait_ms=1500 to its consumer; cap it (see
+    shared.kafka.fetch_wait_ms for why the embedded broker needs that). Faust offers no setting for it, so
+    the driver's reference to aiokafka is swapped for a copy whose consumer class caps the argument."""
+    import types
+
+    import faust.transport.drivers.aiokafka as driver
+
+    original = driver.aiokafka.AIOKafkaConsumer
+    if getattr(original, "_zorgpot_capped", False):
+        return
+
+    class CappedFetchWaitConsumer(original):  # type: ignore[misc, valid-type]
+        _zorgpot_capped = True
+
+        def __init__(self, *args, **kwargs):  # noqa: ANN002, ANN003
+            kwargs["fetch_max_wait_ms"] = min(kwargs.get("fetch_max_wait_ms", 500), max_wait_ms)
+            super().__init__(*args, **kwargs)
+
+    driver.aiokafka = types.SimpleNamespace(**{**vars(driver.aiokafka), "AIOKafkaConsumer": CappedFetchWaitConsumer})
+
+
 def make_runtime(name: str, metadata: MetaData, settings: Settings | None = None) -> ServiceRuntime:
     settings = settings or get_settings()
+    _cap_faust_fetch_wait(fetch_wait_ms(settings))
     bootstrap = settings.bootstrap()
     faust_dir = settings.data_dir / "faust"
     faust_dir.mkdir(parents=True, exist_ok=True)
@@ -90,7 +114,7 @@ def make_runtime(name: str, metadata: MetaData, settings: Settings | None = None
 
 def _install_common(rt: ServiceRuntime) -> None:
     app = rt.app
-    follower = RegistryFollower(rt.settings.bootstrap(), rt.registry_store)
+    follower = RegistryFollower(rt.settings.bootstrap(), rt.registry_store, fetch_wait_ms(rt.settings))
     watch = EpochWatch(rt.settings.bootstrap(), rt.settings)
     state: dict[str, str | None] = {"epoch": None}
 
@@ -160,3 +184,22 @@ async def in_batches(rt: ServiceRuntime, stream, handle: Callable[[list], Awaita
     await rt.books_ready.wait()
     async for values in stream.take(size, within=within):
         await handle(values)
+
+
+def decode_events(service: str, values: list[bytes], wanted: tuple[type, ...]) -> list[Any]:
+    """Parse raw records into events of the `wanted` types. A malformed record or an unexpected event type
+    is counted (EVENTS_REJECTED) and logged, never allowed to block the stream."""
+    events = []
+    for raw in values:
+        try:
+            event = parse_event(raw)
+        except Exception as exc:  # noqa: BLE001 - a poison record is counted and logged
+            log.error("%s: skipping malformed record: %s", service, exc)
+            EVENTS_REJECTED.labels(service, "malformed_event").inc()
+            continue
+        if isinstance(event, wanted):
+            events.append(event)
+        else:
+            log.error("%s: skipping unexpected event type %s", service, event.type)
+            EVENTS_REJECTED.labels(service, "unexpected_event").inc()
+    return events
