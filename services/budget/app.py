@@ -1,26 +1,82 @@
-"""Budget service (Faust). Issue 2 placeholder: consumes care.logged and logs it; pots come in issue 3."""
+"""Budget service (Faust): thin adapter from `care.logged` to BudgetService, its gauges and internal views."""
 from __future__ import annotations
 
 import logging
 
-from sqlalchemy import MetaData
-
+from services.budget import books, metrics
+from services.budget.service import SERVICE, BudgetService
 from shared import topics
-from shared.events import parse_event
-from shared.streams import EVENTS_PROCESSED, in_batches, make_runtime
+from shared.events import CareLogged, CareVoided
+from shared.streams import decode_events, in_batches, make_runtime
 
 log = logging.getLogger("zorgpot.budget")
-rt = make_runtime("budget", MetaData())
+
+rt = make_runtime(SERVICE, books.metadata)
 app = rt.app
+service = BudgetService(rt.engine, rt.registry, rt.outbox, rt.relay.wake)
 care_topic = app.topic(topics.CARE_LOGGED, value_serializer="raw", key_serializer="raw")
+REFRESH_EVERY_S = 10.0  # gauges of every pot (the elapsed fraction moves with the date), alert sweep, lag
 
 
-@app.agent(care_topic, concurrency=1)
+async def refresh_gauges(arrangement_ids: set[str] | None = None) -> None:
+    for figures in await service.pots(arrangement_ids=arrangement_ids):
+        metrics.publish_pot(figures)
+    metrics.publish_reconciliation((await service.reconciliation(arrangement_ids))["pots"])
+
+
+@app.agent(care_topic, concurrency=1)  # concurrency=1: faust-streaming #606 (offsets can skip otherwise)
 async def consume_care(stream) -> None:  # noqa: ANN001
     async def handle(values: list[bytes]) -> None:
-        for raw in values:
-            event = parse_event(raw)
-            EVENTS_PROCESSED.labels("budget", event.type).inc()
-        log.info("budget consumed %d care events", len(values))
+        changed = await service.handle(decode_events(SERVICE, values, (CareLogged, CareVoided)))
+        if changed:
+            await refresh_gauges(changed)
 
     await in_batches(rt, stream, handle)
+
+
+def consumer_lag() -> dict[tuple[str, int], int]:
+    """High watermark (from fetch responses) minus committed offset per assigned partition. Uses Faust's
+    committed-offset map (internal); on the embedded broker see docs/budget.md for what the figure means."""
+    consumer = app.consumer
+    committed = getattr(consumer, "_committed_offset", {})
+    lags = {}
+    for tp in consumer.assignment():
+        if tp.topic != topics.CARE_LOGGED:
+            continue
+        highwater = consumer.highwater(tp)
+        if highwater is None:
+            continue
+        lags[(tp.topic, tp.partition)] = max(0, highwater - (committed.get(tp) or 0))
+    return lags
+
+
+@app.timer(REFRESH_EVERY_S)
+async def refresh_all() -> None:
+    if not rt.books_ready.is_set():
+        return
+    try:
+        changed = await service.sweep_alerts()
+        if changed:
+            log.info("alert sweep updated %d pot(s)", len(changed))
+        await refresh_gauges()
+        metrics.publish_lag(SERVICE, consumer_lag())
+    except Exception:  # noqa: BLE001 - a failed refresh is retried on the next tick; never stop the timer
+        log.exception("refreshing the budget gauges failed")
+
+
+@app.page("/internal/pots")
+async def pots_view(web, request):  # noqa: ANN001
+    return web.json({"pots": await service.pots(school_id=request.query.get("school_id"))})
+
+
+@app.page("/internal/pots/{arrangement_id}")
+async def pot_view(web, request, arrangement_id: str):  # noqa: ANN001
+    figures = await service.pot(arrangement_id)
+    if figures is None:
+        return web.json({"detail": "unknown"}, status=404)
+    return web.json(figures)
+
+
+@app.page("/internal/reconciliation")
+async def reconciliation_view(web, request):  # noqa: ANN001
+    return web.json(await service.reconciliation())

@@ -1,6 +1,52 @@
-"""Gateway routes: pots (filled in by its issue)."""
+"""Gateway routes: budget pots (design.md section 6), read from the budget service's internal view.
+
+Scoping: the coordinator sees every pot, a school token only its own school's pots (another school's pot is
+a 404, the same as an unknown one, so nothing leaks), a municipality token none (403). Figures are in cents
+and minutes, each money figure with a `*_display` euro string beside it.
+"""
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Any
 
-router = APIRouter()
+from fastapi import APIRouter, Depends, HTTPException, Request
+
+from services.gateway.auth import Principal, authenticate, forbid
+from services.gateway.deps import RETRY_AFTER_S, IdPath, service_get
+
+router = APIRouter(tags=["budget"])
+
+
+def _may_read_pots(principal: Principal) -> None:
+    if not (principal.is_coordinator or principal.role == "school"):
+        raise forbid("pots are for the coordinating municipality and the schools; "
+                     "a municipality reads its settlement statements")
+
+
+def _answer(reply: Any) -> dict[str, Any]:
+    if reply.status_code != 200:
+        raise HTTPException(503, "the budget service could not answer; ask again shortly",
+                            headers={"Retry-After": str(RETRY_AFTER_S)})
+    return reply.json()
+
+
+@router.get("/pots")
+async def list_pots(request: Request, principal: Principal = Depends(authenticate)) -> dict[str, Any]:
+    """Every pot the token may see, with its section-6 figures and weekly spending series."""
+    _may_read_pots(principal)
+    params = None if principal.is_coordinator else {"school_id": principal.subject}
+    pots = _answer(await service_get(request, "budget", "/internal/pots", params))["pots"]
+    return {"viewer": {"role": principal.role, "subject": principal.subject}, "pots": pots}
+
+
+@router.get("/pots/{arrangement_id}")
+async def get_pot(request: Request, arrangement_id: IdPath,
+                  principal: Principal = Depends(authenticate)) -> dict[str, Any]:
+    _may_read_pots(principal)
+    reply = await service_get(request, "budget", f"/internal/pots/{arrangement_id}")
+    not_found = HTTPException(404, f"pot {arrangement_id!r} not found")
+    if reply.status_code == 404:
+        raise not_found
+    pot = _answer(reply)
+    if not principal.may_act_for_school(pot["school_id"]):
+        raise not_found
+    return pot

@@ -1,0 +1,37 @@
+"""The budget service's own database: one pot book per arrangement, one ledger row per registration, the
+applied event ids, plus the outbox and the registry copy (added by the runtime).
+
+`pots.book` is the domain's `PotBook.to_dict()` as JSON; `ledger.facts` is `LoggedFacts.to_dict()`, kept so a
+void reverses exactly what went in. `ledger.cost_cent_minutes` and `ledger.voided` are plain columns so the
+reconciliation can sum the ledger in SQL, independently of the books.
+"""
+from __future__ import annotations
+
+from sqlalchemy import Boolean, Column, DateTime, Integer, LargeBinary, MetaData, String, Table
+
+metadata = MetaData()
+
+pots = Table(
+    "pots", metadata,
+    Column("arrangement_id", String(64), primary_key=True),
+    Column("school_id", String(64), nullable=False, index=True),
+    Column("book", LargeBinary, nullable=False),
+    # Number of budget.alert events emitted for this pot so far: makes alert event ids deterministic.
+    Column("alerts_emitted", Integer, nullable=False, default=0),
+)
+
+ledger = Table(
+    "ledger", metadata,
+    Column("registration_id", String(64), primary_key=True),
+    Column("arrangement_id", String(64), nullable=False, index=True),
+    Column("cost_cent_minutes", Integer, nullable=False),
+    Column("voided", Boolean, nullable=False, default=False),
+    Column("facts", LargeBinary, nullable=False),
+)
+
+applied_events = Table(
+    "applied_events", metadata,
+    Column("event_id", String(100), primary_key=True),
+    Column("type", String(40), nullable=False),
+    Column("applied_at", DateTime(timezone=True), nullable=False),
+)

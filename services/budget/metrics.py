@@ -1,0 +1,76 @@
+"""Prometheus gauges of the budget service (design.md section 6), served by the runtime on /metrics.
+
+Every pot gauge is labelled `arrangement` and `school`. A figure the domain leaves undefined (burn ratio and
+forecast before the start, savings without an individual rate, non-resident share with nothing attributed)
+has no series rather than a made-up 0. Help texts are repeated in docs/budget.md.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from prometheus_client import Gauge
+
+from shared.schemas import TASK_CATEGORIES
+
+POT = ("arrangement", "school")
+
+CAP = Gauge("zorgpot_pot_cap_cents", "Cap of the pot (the arrangement's maximum), euro cents", POT)
+SPENT = Gauge("zorgpot_pot_spent_cents",
+              "Cost of the accepted, non-voided care booked on the pot, rounded once half-up, euro cents", POT)
+REMAINING = Gauge("zorgpot_pot_remaining_cents", "Cap minus spent, euro cents (negative when overspent)", POT)
+FORECAST = Gauge("zorgpot_pot_forecast_cents",
+                 "Forecast spending at the end of the arrangement: spent / elapsed fraction, euro cents", POT)
+BURN = Gauge("zorgpot_pot_burn_ratio",
+             "(spent / cap) / elapsed fraction: 1 is on the straight line to the cap, above 1 spends too fast", POT)
+SAVINGS = Gauge("zorgpot_pot_savings_cents",
+                "Individual equivalent (minutes x individual rate) minus spent, euro cents", POT)
+NON_RESIDENT = Gauge("zorgpot_pot_non_resident_share",
+                     "Share (0..1) of attributed care minutes for pupils living outside the host municipality", POT)
+MINUTES = Gauge("zorgpot_pot_minutes", "Care minutes booked on the pot", POT)
+ELAPSED = Gauge("zorgpot_pot_elapsed_fraction", "Share (0..1) of the arrangement's days passed, today included", POT)
+STATUS = Gauge("zorgpot_pot_status", "Pot status: 0 ok, 1 warning (lowest alert threshold reached), 2 exceeded", POT)
+BY_CATEGORY = Gauge("zorgpot_pot_minutes_by_task_category",
+                    "Care minutes booked on the pot, by task category (ZiO screening list 1..11)",
+                    POT + ("task_category",))
+RECONCILIATION = Gauge("zorgpot_reconciliation_cents",
+                       "Spent according to the pot book minus the cost of the live registrations in the budget "
+                       "ledger, euro cents rounded away from zero; must read 0", POT)
+CONSUMER_LAG = Gauge("zorgpot_consumer_lag_messages",
+                     "Messages in an assigned partition not yet committed by this worker (high watermark from "
+                     "fetch responses minus committed offset)", ("service", "topic", "partition"))
+
+STATUS_CODES = {"ok": 0, "warning": 1, "exceeded": 2}
+_OPTIONAL = ((FORECAST, "forecast_cents"), (BURN, "burn_ratio"), (SAVINGS, "savings_cents"),
+             (NON_RESIDENT, "non_resident_share"))
+
+
+def publish_pot(figures: dict[str, Any]) -> None:
+    labels = (figures["arrangement_id"], figures["school_id"])
+    CAP.labels(*labels).set(figures["cap_cents"])
+    SPENT.labels(*labels).set(figures["spent_cents"])
+    REMAINING.labels(*labels).set(figures["remaining_cents"])
+    MINUTES.labels(*labels).set(figures["minutes"])
+    ELAPSED.labels(*labels).set(figures["elapsed_fraction"])
+    STATUS.labels(*labels).set(STATUS_CODES[figures["status"]])
+    for gauge, key in _OPTIONAL:
+        if figures[key] is None:
+            try:
+                gauge.remove(*labels)
+            except KeyError:
+                pass
+        else:
+            gauge.labels(*labels).set(figures[key])
+    by_category = figures["minutes_by_task_category"]
+    for category in TASK_CATEGORIES:  # every category, 0 included: stable series for graphs
+        BY_CATEGORY.labels(*labels, str(category)).set(by_category.get(str(category), 0))
+
+
+def publish_reconciliation(rows: Iterable[dict[str, Any]]) -> None:
+    for row in rows:
+        RECONCILIATION.labels(row["arrangement_id"], row["school_id"]).set(row["difference_cents"])
+
+
+def publish_lag(service: str, lags: dict[tuple[str, int], int]) -> None:
+    CONSUMER_LAG.clear()  # partitions move between workers: drop the ones no longer assigned
+    for (topic, partition), lag in lags.items():
+        CONSUMER_LAG.labels(service, topic, str(partition)).set(lag)
