@@ -48,7 +48,12 @@ class Settings(BaseSettings):
     # Refuse new writes (503) when the outbox holds more unsent events than this.
     max_outbox_backlog: int = 500_000
     # The broker counts as unavailable when no contact succeeded for this long.
-    broker_unavailable_after_s: float = 3.0
+    broker_unavailable_after_s: float = 10.0
+
+    # Statement webhooks (gateway): retry delay doubles from base to max until the receiver answers 2xx.
+    webhook_backoff_base_s: float = 1.0
+    webhook_backoff_max_s: float = 300.0
+    webhook_timeout_s: float = 10.0
 
     log_level: str = "INFO"
     worker_instance: str = Field(default="0")
