@@ -223,3 +223,11 @@ class Registration(Model):
 
 class VoidRequest(Model):
     reason: str = Field(min_length=1, max_length=500)
+
+
+class CloseRequest(Model):
+    """Close a settlement period of an arrangement (POST /settlements/close); dates inclusive."""
+
+    arrangement_id: SlugId
+    period_start: dt.date
+    period_end: dt.date

@@ -1,26 +1,102 @@
-"""Settlement service (Faust). Issue 2 placeholder: consumes care.logged and logs it; statements come in issue 4."""
+"""Settlement service (Faust): thin adapter from `care.logged` to SettlementService, plus its internal views.
+
+Views (reached only through the gateway, which does authentication and authorisation):
+  POST /internal/close                   {arrangement_id, period_start, period_end, registry_version?}
+  GET  /internal/statements              ?municipality=&arrangement_id=
+  GET  /internal/statements/{id}         ?format=json|csv|pdf &dutch=1 (csv: ';' and decimal comma)
+  GET  /internal/invariant               ?arrangement_id=
+"""
 from __future__ import annotations
 
+import asyncio
 import logging
 
-from sqlalchemy import MetaData
+import orjson
+from faust.web import View
+from pydantic import ValidationError
 
+from services.settlement import books
+from services.settlement.domain import PeriodConflictError, SettlementError
+from services.settlement.render import statement_csv, statement_pdf
+from services.settlement.service import SERVICE, RegistryBehind, SettlementService, UnknownArrangement
 from shared import topics
-from shared.events import parse_event
-from shared.streams import EVENTS_PROCESSED, in_batches, make_runtime
+from shared.events import CareLogged, CareVoided
+from shared.schemas import CloseRequest
+from shared.streams import decode_events, in_batches, make_runtime
 
 log = logging.getLogger("zorgpot.settlement")
-rt = make_runtime("settlement", MetaData())
+
+rt = make_runtime(SERVICE, books.metadata)
 app = rt.app
+service = SettlementService(rt.engine, rt.registry, rt.outbox, rt.relay.wake)
 care_topic = app.topic(topics.CARE_LOGGED, value_serializer="raw", key_serializer="raw")
 
 
-@app.agent(care_topic, concurrency=1)
+@app.agent(care_topic, concurrency=1)  # concurrency=1: faust-streaming #606 (offsets can skip otherwise)
 async def consume_care(stream) -> None:  # noqa: ANN001
     async def handle(values: list[bytes]) -> None:
-        for raw in values:
-            event = parse_event(raw)
-            EVENTS_PROCESSED.labels("settlement", event.type).inc()
-        log.info("settlement consumed %d care events", len(values))
+        await service.handle(decode_events(SERVICE, values, (CareLogged, CareVoided)))
 
     await in_batches(rt, stream, handle)
+
+
+def truthy(value: str | None) -> bool:
+    return (value or "").lower() in ("1", "true", "yes", "comma")
+
+
+@app.page("/internal/close")
+class CloseView(View):
+    async def post(self, request):  # noqa: ANN001, ANN201
+        await rt.books_ready.wait()
+        try:
+            body = orjson.loads(await request.read())
+            version = int(body.pop("registry_version", 0)) if isinstance(body, dict) else 0
+            close_request = CloseRequest.model_validate(body)
+        except ValidationError as exc:
+            return self.json({"detail": [{"field": ".".join(str(p) for p in e["loc"]), "msg": e["msg"]}
+                                         for e in exc.errors()]}, status=422)
+        except (ValueError, TypeError) as exc:
+            return self.json({"detail": f"body is not a close request: {exc}"}, status=422)
+        try:
+            outcome = await service.close(close_request, version)
+        except UnknownArrangement as exc:
+            return self.json({"detail": str(exc)}, status=404)
+        except RegistryBehind as exc:
+            return self.json({"detail": str(exc)}, status=503)
+        except PeriodConflictError as exc:  # before SettlementError: it is a subclass
+            return self.json({"detail": str(exc)}, status=409)
+        except SettlementError as exc:
+            return self.json({"detail": str(exc)}, status=422)
+        return self.json(outcome.to_dict(), status=201 if outcome.created else 200)
+
+
+@app.page("/internal/statements")
+async def statements_view(web, request):  # noqa: ANN001
+    await rt.books_ready.wait()
+    query = request.query
+    return web.json(await service.statements(query.get("municipality") or None, query.get("arrangement_id") or None))
+
+
+@app.page("/internal/statements/{statement_id}")
+async def statement_view(web, request, statement_id: str):  # noqa: ANN001
+    await rt.books_ready.wait()
+    statement = await service.statement(statement_id)
+    if statement is None:
+        return web.json({"detail": f"statement {statement_id!r} not found"}, status=404)
+    fmt = request.query.get("format", "json")
+    if fmt == "csv":
+        dutch = truthy(request.query.get("dutch")) or request.query.get("decimal") == "comma"
+        return web.bytes(statement_csv(statement, dutch=dutch).encode("utf-8"), content_type="text/csv")
+    if fmt == "pdf":
+        pdf = await asyncio.to_thread(statement_pdf, statement, rt.settings.region_name)
+        return web.bytes(pdf, content_type="application/pdf")
+    if fmt != "json":
+        return web.json({"detail": "format must be json, csv or pdf"}, status=422)
+    return web.json(statement)
+
+
+@app.page("/internal/invariant")
+async def invariant_view(web, request):  # noqa: ANN001
+    await rt.books_ready.wait()
+    report = await service.invariant(request.query.get("arrangement_id") or None)
+    return web.json({"ok": all(item["ok"] for item in report), "arrangements": report})

@@ -1,0 +1,372 @@
+"""Settlement service layer: keeps the exact care lines, closes periods into statements, checks the invariant.
+
+Idempotent consumer: every applied care event id is recorded in the same transaction as its effect, so a
+redelivered or re-published event changes nothing. A close runs `domain.close_period` and persists the close
+record, the statements and one `StatementIssued` outbox event per statement in one transaction. The
+consumer and a close both lock the arrangement's `arrangement_state` row first, so every care line records
+exactly how many closes had been committed when it was learned (`known_since_close`).
+
+What a close covers: everything this service has applied when the close's transaction starts. A care event
+the gateway accepted earlier but that is still on its way (gateway outbox, hours service, care.logged) is
+not lost: it is learned after the close and settled as a correction line on the next close of the
+arrangement (docs/settlement.md, "Close semantics").
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import orjson
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from services.settlement import books
+from services.settlement.domain import (ArrangementContext, CareLine, Close, PeriodAlreadyClosedError,
+                                        close_period, cumulative_cost_cent_minutes, education_applied_cents,
+                                        find_identical_close, invariant_problems, net_cost_cents)
+from shared import topics
+from shared.db import readonly
+from shared.events import CareLogged, CareVoided, StatementIssued
+from shared.money import cent_minutes_to_cents
+from shared.outbox import OutgoingEvent, enqueue
+from shared.registry import RegistryCopy
+from shared.schemas import CloseRequest
+from shared.streams import EVENTS_PROCESSED, EVENTS_REJECTED
+from shared.timeutil import today
+
+log = logging.getLogger("zorgpot.settlement")
+SERVICE = "settlement"
+
+
+class UnknownArrangement(LookupError):
+    """The close names an arrangement the registry copy does not have (HTTP 404)."""
+
+
+class RegistryBehind(RuntimeError):
+    """The registry copy has not caught up with the version the gateway had (HTTP 503, retry)."""
+
+
+@dataclass(frozen=True)
+class CloseOutcome:
+    created: bool  # False: exactly this period was closed before; these are the statements issued then
+    close: Close
+    statements: list[dict[str, Any]]  # summaries: statement_id, municipality, total_cents
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"arrangement_id": self.close.arrangement_id, "period_start": self.close.period_start.isoformat(),
+                "period_end": self.close.period_end.isoformat(), "close_sequence": self.close.sequence,
+                "issued_on": self.close.issued_on.isoformat(), "created": self.created,
+                "statements": self.statements}
+
+
+def _line_from_row(row: Any) -> CareLine:
+    return CareLine(
+        registration_id=row.registration_id, date=row.date, cost_cent_minutes=row.cost_cent_minutes,
+        minutes=row.minutes, attributions=tuple(tuple(a) for a in orjson.loads(row.attributions)),
+        attributed_to=row.attributed_to, voided=row.voided, known_since_close=row.known_since_close,
+        voided_since_close=row.voided_since_close,
+    )
+
+
+def _summary(row: Any) -> dict[str, Any]:
+    return {"statement_id": row.statement_id, "arrangement_id": row.arrangement_id,
+            "municipality": row.municipality, "period_start": row.period_start.isoformat(),
+            "period_end": row.period_end.isoformat(), "close_sequence": row.close_sequence,
+            "total_cents": row.total_cents, "issued_at": row.issued_at.isoformat()}
+
+
+class SettlementService:
+    def __init__(self, engine: AsyncEngine, registry: RegistryCopy, outbox, wake_relay) -> None:  # noqa: ANN001
+        self.engine = engine
+        self.read_engine = readonly(engine)
+        self.registry = registry
+        self.outbox = outbox
+        self.wake_relay = wake_relay
+
+    # -- consuming care.logged ---------------------------------------------------------------------------
+    async def handle(self, events: list[CareLogged | CareVoided]) -> None:
+        """Apply a batch of care events in one transaction; already applied event ids are skipped."""
+        if not events:
+            return
+        for attempt in range(3):
+            try:
+                await self._apply(events)
+                return
+            except IntegrityError:  # a close created an arrangement_state row concurrently (PostgreSQL)
+                if attempt == 2:
+                    raise
+                log.warning("care batch raced a close; applying it again")
+
+    async def _apply(self, events: list[CareLogged | CareVoided]) -> None:
+        now = dt.datetime.now(dt.timezone.utc)
+        async with self.engine.begin() as conn:
+            ids = list({e.event_id for e in events})
+            applied = set((await conn.execute(select(books.applied_events.c.event_id)
+                                              .where(books.applied_events.c.event_id.in_(ids)))).scalars())
+            fresh: list[CareLogged | CareVoided] = []
+            for event in events:
+                if event.event_id in applied:
+                    EVENTS_PROCESSED.labels(SERVICE, "duplicate").inc()
+                    continue
+                applied.add(event.event_id)
+                fresh.append(event)
+            if not fresh:
+                return
+            closes_made = await self._lock_arrangements(conn, {e.arrangement_id for e in fresh})
+            rids = list({e.registration_id for e in fresh})
+            known = {r.registration_id: r for r in (await conn.execute(
+                select(books.care_lines.c.registration_id, books.care_lines.c.voided)
+                .where(books.care_lines.c.registration_id.in_(rids)))).all()}
+            early = set((await conn.execute(select(books.early_voids.c.registration_id)
+                                            .where(books.early_voids.c.registration_id.in_(rids)))).scalars())
+            new_lines: dict[str, dict[str, Any]] = {}
+            for event in fresh:
+                made = closes_made[event.arrangement_id]
+                if isinstance(event, CareLogged):
+                    if event.registration_id in known or event.registration_id in new_lines:
+                        EVENTS_PROCESSED.labels(SERVICE, "duplicate").inc()
+                        continue
+                    voided_early = event.registration_id in early
+                    new_lines[event.registration_id] = {
+                        "registration_id": event.registration_id, "arrangement_id": event.arrangement_id,
+                        "school_id": event.school_id, "date": event.date, "minutes": event.minutes,
+                        "cost_cent_minutes": event.cost_cent_minutes,
+                        "attributions": orjson.dumps([[a.pupil_ref, a.municipality] for a in event.attributions]),
+                        "attributed_to": event.attributed_to, "known_since_close": made,
+                        "voided": voided_early, "voided_since_close": made if voided_early else None,
+                    }
+                    if voided_early:
+                        await conn.execute(books.early_voids.delete()
+                                           .where(books.early_voids.c.registration_id == event.registration_id))
+                    EVENTS_PROCESSED.labels(SERVICE, event.type).inc()
+                else:
+                    self._void(event, made, known, new_lines, early)
+                    if event.registration_id in known and not known[event.registration_id].voided:
+                        await conn.execute(update(books.care_lines)
+                                           .where(books.care_lines.c.registration_id == event.registration_id,
+                                                  books.care_lines.c.voided.is_(False))
+                                           .values(voided=True, voided_since_close=made))
+                    elif event.registration_id not in known and event.registration_id not in new_lines \
+                            and event.registration_id not in early:
+                        early.add(event.registration_id)
+                        await conn.execute(books.early_voids.insert().values(
+                            registration_id=event.registration_id, event_id=event.event_id))
+            if new_lines:
+                await conn.execute(books.care_lines.insert(), list(new_lines.values()))
+            await conn.execute(books.applied_events.insert(),
+                               [{"event_id": e.event_id, "applied_at": now} for e in fresh])
+
+    @staticmethod
+    def _void(event: CareVoided, made: int, known: dict, new_lines: dict, early: set) -> None:  # noqa: ANN001
+        """Bookkeeping of a void in memory; the caller writes it."""
+        if event.registration_id in new_lines:
+            line = new_lines[event.registration_id]
+            if not line["voided"]:
+                line.update(voided=True, voided_since_close=made)
+            EVENTS_PROCESSED.labels(SERVICE, event.type).inc()
+        elif event.registration_id in known:
+            EVENTS_PROCESSED.labels(SERVICE, event.type if not known[event.registration_id].voided else "void_noop").inc()
+        else:
+            log.error("void of %s arrived before its registration; kept until the registration arrives",
+                      event.registration_id)
+            EVENTS_REJECTED.labels(SERVICE, "void_before_registration").inc()
+
+    async def _lock_arrangements(self, conn: AsyncConnection, arrangement_ids: Iterable[str]) -> dict[str, int]:
+        """Lock (creating when missing) the arrangements' state rows; returns closes made per arrangement."""
+        wanted = sorted(set(arrangement_ids))  # one lock order for everyone: no deadlocks
+        s = books.arrangement_state
+        rows = (await conn.execute(select(s.c.arrangement_id, s.c.closes_made)
+                                   .where(s.c.arrangement_id.in_(wanted)).order_by(s.c.arrangement_id)
+                                   .with_for_update())).all()
+        made = {r.arrangement_id: r.closes_made for r in rows}
+        missing = [a for a in wanted if a not in made]
+        if missing:
+            await conn.execute(s.insert(), [{"arrangement_id": a, "closes_made": 0} for a in missing])
+            made.update({a: 0 for a in missing})
+        return made
+
+    # -- closing a period --------------------------------------------------------------------------------
+    def context_of(self, arrangement_id: str) -> ArrangementContext:
+        arrangement = self.registry.arrangements.get(arrangement_id)
+        if arrangement is None:
+            raise UnknownArrangement(f"arrangement {arrangement_id!r} is not registered")
+        school = self.registry.schools.get(arrangement.school_id)
+        if school is None:
+            raise UnknownArrangement(f"school {arrangement.school_id!r} of arrangement {arrangement_id!r} is unknown")
+        return ArrangementContext(
+            arrangement_id=arrangement_id, arrangement=arrangement, host_municipality=school.municipality,
+            municipalities=dict(self.registry.municipalities),
+            pupils=self.registry.pupils_of_groups(arrangement.school_id, arrangement.group_ids),
+            school_name=school.name,
+        )
+
+    async def close(self, request: CloseRequest, registry_version: int = 0) -> CloseOutcome:
+        """Close the period; raises domain.SettlementError / PeriodConflictError for a bad one."""
+        if not await self.registry.wait_for(registry_version, timeout=20.0):
+            raise RegistryBehind(f"registry copy at version {self.registry.version}, the close needs "
+                                 f"{registry_version}; try again shortly")
+        context = self.context_of(request.arrangement_id)
+        for attempt in range(3):
+            try:
+                return await self._close(context, request)
+            except IntegrityError:  # a concurrent identical close won the race: answer with its statements
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _close(self, context: ArrangementContext, request: CloseRequest) -> CloseOutcome:
+        arrangement_id = request.arrangement_id
+        now = dt.datetime.now(dt.timezone.utc)
+        async with self.engine.begin() as conn:
+            await self._lock_arrangements(conn, [arrangement_id])
+            history = await self._history(conn, arrangement_id)
+            identical = find_identical_close(history, request.period_start, request.period_end)
+            if identical is not None:
+                return CloseOutcome(False, identical, await self._close_statements(conn, identical))
+            lines = await self._lines(conn, arrangement_id)
+            try:
+                result = close_period(context, lines, history, request.period_start, request.period_end, today())
+            except PeriodAlreadyClosedError as exc:  # unreachable after find_identical_close; kept for safety
+                return CloseOutcome(False, exc.close, await self._close_statements(conn, exc.close))
+            close = result.close
+            await conn.execute(books.closes.insert().values(
+                arrangement_id=arrangement_id, sequence=close.sequence, period_start=close.period_start,
+                period_end=close.period_end, record=orjson.dumps(close.to_dict()), closed_at=now))
+            await conn.execute(update(books.arrangement_state)
+                               .where(books.arrangement_state.c.arrangement_id == arrangement_id)
+                               .values(closes_made=close.sequence))
+            rows = []
+            outgoing = []
+            for statement in result.statements:
+                rows.append({"statement_id": statement["statement_id"], "arrangement_id": arrangement_id,
+                             "municipality": statement["municipality"], "close_sequence": close.sequence,
+                             "period_start": close.period_start, "period_end": close.period_end,
+                             "total_cents": statement["total_cents"], "issued_at": now,
+                             "doc": orjson.dumps(statement)})
+                event = StatementIssued(
+                    event_id=f"statement:{statement['statement_id']}", statement_id=statement["statement_id"],
+                    municipality=statement["municipality"], arrangement_id=arrangement_id,
+                    period_start=close.period_start, period_end=close.period_end,
+                    total_cents=statement["total_cents"], statement=statement)
+                outgoing.append(OutgoingEvent(topics.STATEMENTS, statement["municipality"].encode(), event.to_bytes()))
+            await conn.execute(books.statements.insert(), rows)
+            await enqueue(conn, self.outbox, outgoing)
+        self.wake_relay()
+        EVENTS_PROCESSED.labels(SERVICE, "statement.issued").inc(len(rows))
+        log.info("closed %s %s..%s (close %d): %d statements, %d cents", arrangement_id, close.period_start,
+                 close.period_end, close.sequence, len(rows), close.charged_cents)
+        summaries = [{"statement_id": s["statement_id"], "municipality": s["municipality"],
+                      "total_cents": s["total_cents"]} for s in result.statements]
+        return CloseOutcome(True, close, summaries)
+
+    async def _history(self, conn: AsyncConnection, arrangement_id: str) -> list[Close]:
+        rows = (await conn.execute(select(books.closes.c.record).where(books.closes.c.arrangement_id == arrangement_id)
+                                   .order_by(books.closes.c.sequence))).scalars()
+        return [Close.from_dict(orjson.loads(record)) for record in rows]
+
+    async def _lines(self, conn: AsyncConnection, arrangement_id: str) -> list[CareLine]:
+        rows = (await conn.execute(select(books.care_lines)
+                                   .where(books.care_lines.c.arrangement_id == arrangement_id))).all()
+        return [_line_from_row(r) for r in rows]
+
+    async def _close_statements(self, conn: AsyncConnection, close: Close) -> list[dict[str, Any]]:
+        st = books.statements
+        rows = (await conn.execute(select(st.c.statement_id, st.c.municipality, st.c.total_cents)
+                                   .where(st.c.arrangement_id == close.arrangement_id,
+                                          st.c.close_sequence == close.sequence)
+                                   .order_by(st.c.municipality))).all()
+        return [{"statement_id": r.statement_id, "municipality": r.municipality, "total_cents": r.total_cents}
+                for r in rows]
+
+    # -- reading statements ------------------------------------------------------------------------------
+    async def statements(self, municipality: str | None = None, arrangement_id: str | None = None
+                         ) -> list[dict[str, Any]]:
+        st = books.statements
+        query = select(st.c.statement_id, st.c.arrangement_id, st.c.municipality, st.c.period_start,
+                       st.c.period_end, st.c.close_sequence, st.c.total_cents, st.c.issued_at)
+        if municipality:
+            query = query.where(st.c.municipality == municipality)
+        if arrangement_id:
+            query = query.where(st.c.arrangement_id == arrangement_id)
+        async with self.read_engine.connect() as conn:
+            rows = (await conn.execute(query.order_by(st.c.arrangement_id, st.c.close_sequence,
+                                                      st.c.municipality))).all()
+        return [_summary(r) for r in rows]
+
+    async def statement(self, statement_id: str) -> dict[str, Any] | None:
+        async with self.read_engine.connect() as conn:
+            doc = (await conn.execute(select(books.statements.c.doc)
+                                      .where(books.statements.c.statement_id == statement_id))).scalar_one_or_none()
+        return orjson.loads(doc) if doc is not None else None
+
+    # -- the invariant -----------------------------------------------------------------------------------
+    async def invariant(self, arrangement_id: str | None = None) -> list[dict[str, Any]]:
+        """Per arrangement: issued statements + unsettled cost == net cost of accepted, non-voided care.
+
+        `unsettled` is computed from the care lines alone (cost not covered by the last close, as the lines
+        reproduce it), `issued` from the stored statements alone: a lost, doubled or altered statement or
+        care line shows up as a non-zero difference or a problem.
+        """
+        cl, st, cs = books.care_lines, books.statements, books.closes
+        async with self.read_engine.connect() as conn:
+            ids_query = select(cl.c.arrangement_id).union(select(cs.c.arrangement_id))
+            ids = sorted((await conn.execute(ids_query)).scalars())
+            if arrangement_id is not None:
+                ids = [a for a in ids if a == arrangement_id]
+            report = []
+            for arr_id in ids:
+                lines = await self._lines(conn, arr_id)
+                history = await self._history(conn, arr_id)
+                issued = int((await conn.execute(select(func.coalesce(func.sum(st.c.total_cents), 0))
+                                                 .where(st.c.arrangement_id == arr_id))).scalar_one())
+                per_close = dict((await conn.execute(select(st.c.close_sequence, func.sum(st.c.total_cents))
+                                                     .where(st.c.arrangement_id == arr_id)
+                                                     .group_by(st.c.close_sequence))).all())
+                report.append(self._arrangement_invariant(arr_id, lines, history, issued, per_close))
+        return report
+
+    def _arrangement_invariant(self, arr_id: str, lines: list[CareLine], history: list[Close], issued: int,
+                               per_close: dict[int, int]) -> dict[str, Any]:
+        problems: list[str] = []
+        try:
+            context = self.context_of(arr_id)
+            arrangement = context.arrangement
+            contribution = arrangement.settlement.education_contribution_cents
+        except UnknownArrangement as exc:
+            context, arrangement, contribution = None, None, 0
+            problems.append(str(exc))
+        if history:
+            last = history[-1]
+            covered = cent_minutes_to_cents(cumulative_cost_cent_minutes(lines, last.sequence, last.period_end))
+            settled_by_lines = covered - education_applied_cents(contribution, covered)
+        else:
+            settled_by_lines = 0
+        if arrangement is not None:
+            net = net_cost_cents(arrangement, lines)
+        else:
+            rounded = cent_minutes_to_cents(sum(line.cost_cent_minutes for line in lines if not line.voided))
+            net = rounded - education_applied_cents(contribution, rounded)
+        unsettled = net - settled_by_lines
+        if context is not None:
+            problems += invariant_problems(context, lines, history, issued)
+        for close in history:
+            if per_close.get(close.sequence, 0) != close.charged_cents:
+                problems.append(f"close {close.sequence} of {arr_id} charged {close.charged_cents} cents, its "
+                                f"statements sum to {per_close.get(close.sequence, 0)}")
+        difference = issued + unsettled - net
+        return {
+            "arrangement_id": arr_id,
+            "registrations": len(lines),
+            "voided": sum(1 for line in lines if line.voided),
+            "cost_cent_minutes": sum(line.cost_cent_minutes for line in lines if not line.voided),
+            "closes": len(history),
+            "issued_cents": issued,
+            "unsettled_cents": unsettled,
+            "net_cost_cents": net,
+            "difference_cents": difference,
+            "problems": problems,
+            "ok": difference == 0 and not problems,
+        }
