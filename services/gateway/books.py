@@ -53,4 +53,22 @@ webhooks = Table(
     Column("active", Boolean, nullable=False, default=True),
 )
 
+# One row per issued statement (from settlement.statements) to POST to its municipality's webhook; kept
+# after delivery as the delivery record the coordinator sees.
+deliveries = Table(
+    "deliveries", metadata,
+    Column("statement_id", String(200), primary_key=True),
+    Column("municipality", String(6), nullable=False, index=True),
+    Column("arrangement_id", String(64), nullable=False),
+    Column("body", LargeBinary, nullable=False),  # the exact bytes POSTed (and signed) on every attempt
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_attempt_at", DateTime(timezone=True), nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=True),
+    Column("claimed_until", DateTime(timezone=True), nullable=True),  # lease: one gateway instance sends it
+    Column("delivered_at", DateTime(timezone=True), nullable=True),
+    Column("delivered_to", Text, nullable=True),
+)
+
 outbox, relay_state = outbox_tables(metadata)

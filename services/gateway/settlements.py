@@ -1,6 +1,193 @@
-"""Gateway routes: settlements (filled in by its issue)."""
+"""Gateway routes: settlement closes, statements (JSON/CSV/PDF) and the municipalities' statement webhooks.
+
+The settlement service computes, stores and renders statements; these routes authenticate, authorise and
+pass requests to its internal views. Webhook configuration and delivery live here (services/gateway/
+webhooks.py), because the gateway owns the secrets.
+"""
 from __future__ import annotations
 
-from fastapi import APIRouter
+import asyncio
+import datetime as dt
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, AsyncIterator, Literal
 
-router = APIRouter()
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+from sqlalchemy import select
+
+from services.gateway import books
+from services.gateway.auth import Principal, authenticate, forbid, now_utc
+from services.gateway.deps import RETRY_AFTER_S, CodePath, require_coordinator, service_get, service_post
+from services.gateway.service import current_registry_version
+from services.gateway.webhooks import Deliverer, StatementFeed, delivery_status
+from shared.schemas import CloseRequest
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Start the webhook deliverer beside the gateway (runs inside the app's own lifespan: engine exists)."""
+    deliverer = Deliverer(app.state.engine, app.state.settings)
+    feed = StatementFeed(app.state.engine, app.state.settings, deliverer.wake)
+    app.state.webhooks = deliverer
+    tasks = [asyncio.create_task(feed.run()), asyncio.create_task(deliverer.run())]
+    try:
+        yield
+    finally:
+        feed.stop()
+        await deliverer.stop()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+router = APIRouter(lifespan=lifespan)
+
+# {arrangement_id}:{start}:{end}:{municipality}; the same safe alphabet as every other id in a URL.
+StatementIdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9._:-]{1,200}$")]
+
+
+class WebhookBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: HttpUrl
+    secret: str = Field(min_length=16, max_length=200,
+                        description="shared secret for the X-Zorgpot-Signature HMAC; at least 16 characters")
+
+
+def _passthrough(reply: Any, service: str = "settlement") -> None:
+    """Turn a settlement-service error reply into the same HTTP error."""
+    if reply.status_code == 503:
+        raise HTTPException(503, f"the {service} service is not ready; try again shortly",
+                            headers={"Retry-After": str(RETRY_AFTER_S)})
+    if reply.status_code >= 400:
+        try:
+            detail = reply.json().get("detail")
+        except ValueError:
+            detail = reply.text
+        raise HTTPException(reply.status_code, detail)
+
+
+# -- closing a period ---------------------------------------------------------------------------------
+
+@router.post("/settlements/close", status_code=201, tags=["settlement"],
+             responses={200: {"description": "exactly this period was closed before: the same statements"},
+                        409: {"description": "the period overlaps a closed period or lies before the last one"},
+                        422: {"description": "the period is invalid (order, outside the arrangement)"}})
+async def close_period(body: CloseRequest, request: Request, _: Principal = Depends(require_coordinator)):
+    """Close a period of an arrangement: one statement per municipality, immutable once issued.
+
+    The close covers every care event the settlement service has applied when it runs; care still in flight
+    is settled as a correction on the next close (docs/settlement.md)."""
+    async with request.app.state.read_engine.connect() as conn:
+        version = await current_registry_version(conn)
+    if await request.app.state.registry.get("arrangement", body.arrangement_id) is None:
+        raise HTTPException(404, f"arrangement {body.arrangement_id!r} is not registered")
+    payload = {**body.model_dump(mode="json"), "registry_version": version}
+    reply = await service_post(request, "settlement", "/internal/close", payload)
+    if reply.status_code == 422:
+        detail = reply.json().get("detail")
+        if isinstance(detail, str):
+            field = "period_end" if "period_end" in detail or "past the end" in detail else "period_start"
+            detail = [{"loc": ["body", field], "field": field, "msg": detail, "type": "period"}]
+        raise HTTPException(422, detail)
+    _passthrough(reply)
+    result = reply.json()
+    result.pop("created", None)
+    return JSONResponse(result, status_code=reply.status_code)
+
+
+# -- statements ---------------------------------------------------------------------------------------
+
+@router.get("/statements", tags=["settlement"])
+async def list_statements(request: Request, municipality: str | None = Query(default=None, pattern=r"^GM\d{4}$"),
+                          arrangement_id: str | None = Query(default=None, max_length=64),
+                          principal: Principal = Depends(authenticate)):
+    """Coordinator: every statement. Municipality token: its own statements only."""
+    if principal.role == "municipality":
+        if municipality is not None and municipality != principal.subject:
+            raise forbid("a municipality token may only list its own statements")
+        municipality = principal.subject
+    elif not principal.is_coordinator:
+        raise forbid("only the coordinator and municipalities may read statements")
+    params = {k: v for k, v in (("municipality", municipality), ("arrangement_id", arrangement_id)) if v}
+    reply = await service_get(request, "settlement", "/internal/statements", params=params)
+    _passthrough(reply)
+    return reply.json()
+
+
+async def _readable_statement(request: Request, statement_id: str, principal: Principal) -> dict[str, Any]:
+    reply = await service_get(request, "settlement", f"/internal/statements/{statement_id}")
+    if reply.status_code == 404:
+        raise HTTPException(404, f"statement {statement_id!r} not found")
+    _passthrough(reply)
+    statement = reply.json()
+    # Anyone but the coordinator and the statement's municipality gets the same 404 as for an unknown id.
+    if not principal.may_read_municipality(statement["municipality"]):
+        raise HTTPException(404, f"statement {statement_id!r} not found")
+    return statement
+
+
+@router.get("/statements/{statement_id}", tags=["settlement"],
+            responses={200: {"content": {"application/json": {}, "text/csv": {}, "application/pdf": {}}}})
+async def get_statement(request: Request, statement_id: StatementIdPath,
+                        format: Literal["json", "csv", "pdf"] = Query(default="json"),
+                        dutch: bool = Query(default=False, description="csv: ';' separator and decimal comma"),
+                        decimal: Literal["point", "comma"] = Query(default="point",
+                                                                   description="csv: decimal=comma is dutch=1"),
+                        principal: Principal = Depends(authenticate)):
+    """One statement as JSON, CSV (`?format=csv`, `&dutch=1` for ';' and decimal comma) or a PDF letter."""
+    statement = await _readable_statement(request, statement_id, principal)
+    if format == "json":
+        if principal.is_coordinator:
+            found = await delivery_status(request.app.state.read_engine, [statement_id])
+            statement["delivery"] = found[0] if found else None
+        return statement
+    params = {"format": format}
+    if format == "csv" and (dutch or decimal == "comma"):
+        params["dutch"] = "1"
+    reply = await service_get(request, "settlement", f"/internal/statements/{statement_id}", params=params)
+    _passthrough(reply)
+    filename = statement_id.replace(":", "_") + (".csv" if format == "csv" else ".pdf")
+    media = "text/csv; charset=utf-8" if format == "csv" else "application/pdf"
+    return Response(reply.content, media_type=media,
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+# -- webhooks ------------------------------------------------------------------------------------------
+
+@router.put("/municipalities/{code}/webhook", tags=["settlement"])
+async def put_webhook(body: WebhookBody, request: Request, code: CodePath,
+                      _: Principal = Depends(require_coordinator)):
+    """Statements for this municipality are POSTed to `url`, signed with `secret`, retried until a 2xx.
+    Statements issued before the webhook was set are sent too."""
+    if await request.app.state.registry.get("municipality", code) is None:
+        raise HTTPException(404, f"municipality {code} is not registered")
+    values = {"url": str(body.url), "secret": body.secret, "updated_at": now_utc(), "active": True}
+    async with request.app.state.engine.begin() as conn:
+        updated = await conn.execute(books.webhooks.update().where(books.webhooks.c.municipality == code)
+                                     .values(**values))
+        if updated.rowcount == 0:
+            await conn.execute(books.webhooks.insert().values(municipality=code, **values))
+    request.app.state.webhooks.wake()
+    return {"municipality": code, "url": str(body.url), "active": True}
+
+
+@router.get("/municipalities/{code}/webhook", tags=["settlement"])
+async def get_webhook(request: Request, code: CodePath, _: Principal = Depends(require_coordinator)):
+    """The webhook (never the secret) and the delivery status of this municipality's statements."""
+    async with request.app.state.read_engine.connect() as conn:
+        row = (await conn.execute(select(books.webhooks).where(books.webhooks.c.municipality == code))).first()
+    if row is None:
+        raise HTTPException(404, f"municipality {code} has no webhook")
+    updated = row.updated_at if row.updated_at.tzinfo else row.updated_at.replace(tzinfo=dt.timezone.utc)
+    return {"municipality": code, "url": row.url, "active": row.active, "updated_at": updated.isoformat(),
+            "deliveries": await delivery_status(request.app.state.read_engine, municipality=code)}
+
+
+@router.get("/webhooks/deliveries", tags=["settlement"])
+async def list_deliveries(request: Request, municipality: str | None = Query(default=None, pattern=r"^GM\d{4}$"),
+                          statement_id: str | None = Query(default=None),
+                          _: Principal = Depends(require_coordinator)):
+    """Delivery status of every issued statement: attempts, last error, delivered_at."""
+    ids = [statement_id] if statement_id else None
+    return await delivery_status(request.app.state.read_engine, ids, municipality)
