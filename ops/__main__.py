@@ -1,4 +1,4 @@
-"""Operator commands: `python -m ops up | topics | seed`."""
+"""Operator commands: `python -m ops up | topics | seed | invariant`."""
 from __future__ import annotations
 
 import argparse
@@ -62,6 +62,7 @@ def main() -> int:
     sub.add_parser("topics", help="create the Kafka topics on ZORGPOT_KAFKA_BOOTSTRAP")
     seed_cmd = sub.add_parser("seed", help="seed the demo region through a running gateway")
     seed_cmd.add_argument("--url", default=None)
+    sub.add_parser("invariant", help="check that all statements add up to the accepted care (exit 1 if not)")
     args = parser.parse_args()
     settings = get_settings()
     if args.command == "up":
@@ -74,6 +75,9 @@ def main() -> int:
         from ops.demo import seed
         seed(args.url or f"http://127.0.0.1:{settings.gateway_port}", coordinator_token(settings))
         return 0
+    if args.command == "invariant":
+        from ops.invariant import check
+        return check(settings)
     return 2
 
 
