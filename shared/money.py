@@ -32,8 +32,12 @@ def round_half_up(value: Fraction | int) -> int:
 
 
 def cent_minutes_to_cents(cent_minutes: int) -> int:
-    """Show an exact cent-minute amount as cents: rounded once, half-up."""
-    return round_half_up(Fraction(cent_minutes, CENT_MINUTES_PER_CENT))
+    """Show an exact cent-minute amount as cents: rounded once, half-up (away from zero).
+
+    Integer arithmetic: this runs once per registration on the hot path."""
+    if cent_minutes >= 0:
+        return (cent_minutes + CENT_MINUTES_PER_CENT // 2) // CENT_MINUTES_PER_CENT
+    return -((-cent_minutes + CENT_MINUTES_PER_CENT // 2) // CENT_MINUTES_PER_CENT)
 
 
 def format_euro(cents: int) -> str:

@@ -50,9 +50,12 @@ class RegistryCopy:
         self.arrangements: dict[str, Arrangement] = {}
         self.arrangements_by_group: dict[tuple[str, str], set[str]] = defaultdict(set)
         self._changed = asyncio.Condition()
+        # (school, group, day) -> ((pupil_ref, residence or None), ...); cleared on every change.
+        self._enrolled_memo: dict[tuple[str, str, dt.date], tuple[tuple[str, str | None], ...]] = {}
 
     # -- applying ---------------------------------------------------------------------------------
     def apply(self, kind: str, key: str, doc: dict[str, Any], version: int) -> None:
+        self._enrolled_memo.clear()
         if kind == "municipality":
             self.municipalities[key] = Municipality.model_validate(doc)
         elif kind == "school":
@@ -106,8 +109,22 @@ class RegistryCopy:
         return None
 
     def enrolled_in_group(self, school_id: str, group_id: str, day: dt.date) -> list[str]:
-        refs = self.pupils_by_group.get((school_id, group_id), set())
-        return sorted(ref for ref in refs if self.pupils[(school_id, ref)].enrolled_on(day))
+        return [ref for ref, _ in self.enrolled_with_residence(school_id, group_id, day)]
+
+    def enrolled_with_residence(self, school_id: str, group_id: str, day: dt.date
+                                ) -> tuple[tuple[str, str | None], ...]:
+        """Pupils enrolled in the group on `day` with their residence that day; memoised, because a school
+        registers many care moments for the same group and day."""
+        memo_key = (school_id, group_id, day)
+        found = self._enrolled_memo.get(memo_key)
+        if found is None:
+            refs = sorted(ref for ref in self.pupils_by_group.get((school_id, group_id), ())
+                          if self.pupils[(school_id, ref)].enrolled_on(day))
+            found = tuple((ref, self.pupils[(school_id, ref)].residence_on(day)) for ref in refs)
+            if len(self._enrolled_memo) > 100_000:
+                self._enrolled_memo.clear()
+            self._enrolled_memo[memo_key] = found
+        return found
 
     def pupils_of_groups(self, school_id: str, group_ids: list[str]) -> list[tuple[str, Pupil]]:
         return sorted((ref, self.pupils[(school_id, ref)])

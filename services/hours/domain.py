@@ -29,6 +29,21 @@ class Rejected:
     reasons: tuple[str, ...]
 
 
+_ATTRIBUTIONS: dict[tuple[str, str], Attribution] = {}
+
+
+def _attribution(pupil_ref: str, municipality: str) -> Attribution:
+    """Attributions are frozen and few (pupils x residences): build each once. model_construct skips
+    re-validating fields that come from validated reference data; this is the hot path."""
+    key = (pupil_ref, municipality)
+    found = _ATTRIBUTIONS.get(key)
+    if found is None:
+        if len(_ATTRIBUTIONS) > 200_000:
+            _ATTRIBUTIONS.clear()
+        found = _ATTRIBUTIONS[key] = Attribution.model_construct(pupil_ref=pupil_ref, municipality=municipality)
+    return found
+
+
 def assess(reg: Registration, registry: RegistryCopy) -> Accepted | Rejected:
     school = registry.schools.get(reg.school_id)
     if school is None:
@@ -47,6 +62,7 @@ def assess(reg: Registration, registry: RegistryCopy) -> Accepted | Rejected:
     if reg.pupils:
         attributed_to = "listed"
         refs = reg.pupils
+        residences = [(ref, None) for ref in refs]
         for ref in refs:
             pupil = registry.pupils.get((reg.school_id, ref))
             if pupil is None:
@@ -57,20 +73,21 @@ def assess(reg: Registration, registry: RegistryCopy) -> Accepted | Rejected:
                 reasons.append(f"pupil {ref!r} is not enrolled on {reg.date.isoformat()}")
     else:
         attributed_to = "enrolled"
-        refs = registry.enrolled_in_group(reg.school_id, reg.group_id, reg.date)
-        if not refs:
+        residences = list(registry.enrolled_with_residence(reg.school_id, reg.group_id, reg.date))
+        if not residences:
             reasons.append(f"no pupil is enrolled in group {reg.group_id!r} on {reg.date.isoformat()}: "
                            "there is nobody to attribute the care to")
     if reasons:
         return Rejected(tuple(reasons))
 
     attributions: list[Attribution] = []
-    for ref in refs:
-        residence = registry.pupils[(reg.school_id, ref)].residence_on(reg.date)
+    for ref, residence in residences:
+        if residence is None and attributed_to == "listed":
+            residence = registry.pupils[(reg.school_id, ref)].residence_on(reg.date)
         if residence is None:
             reasons.append(f"pupil {ref!r} has no residence municipality on {reg.date.isoformat()}")
         else:
-            attributions.append(Attribution(pupil_ref=ref, municipality=residence))
+            attributions.append(_attribution(ref, residence))
     if reasons:
         return Rejected(tuple(reasons))
 
