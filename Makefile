@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install up test lint unit integration invariant clean bench
+.PHONY: install up test lint unit integration invariant clean bench system-deps simulate
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,18 +20,27 @@ up: install
 lint: install
 	$(VENV)/bin/ruff check --select F,E9 services shared ops tests
 
-test: install lint
+# Debian packages pip cannot provide (Chromium for the dashboard test); installs only what is missing.
+system-deps:
+	bash ops/system-deps.sh
+
+test: install lint system-deps
 	$(PY) -m pytest -q -p no:cacheprovider
 
 unit: install
 	$(PY) -m pytest -q tests/unit
 
-integration: install
+integration: install system-deps
 	$(PY) -m pytest -q tests/integration
 
 # Statements add up to the accepted care, per arrangement, on the running stack (exit 1 if not).
 invariant: install
 	$(PY) -m ops invariant
+
+# Stream daily care registrations for the demo region into the running stack (make up), so the dashboard
+# at /dashboard moves; e.g. make simulate SIMULATE_ARGS="--speed 10 --days 40".
+simulate: install
+	$(PY) -m ops simulate $(SIMULATE_ARGS)
 
 clean:
 	rm -rf var .pytest_cache

@@ -1,4 +1,4 @@
-"""Operator commands: `python -m ops up | topics | seed | invariant`."""
+"""Operator commands: `python -m ops up | topics | seed | invariant | simulate`."""
 from __future__ import annotations
 
 import argparse
@@ -62,6 +62,8 @@ def main() -> int:
     sub.add_parser("topics", help="create the Kafka topics on ZORGPOT_KAFKA_BOOTSTRAP")
     seed_cmd = sub.add_parser("seed", help="seed the demo region through a running gateway")
     seed_cmd.add_argument("--url", default=None)
+    from ops.simulate import add_arguments
+    add_arguments(sub.add_parser("simulate", help="stream daily care registrations for the demo region"))
     sub.add_parser("invariant", help="check that all statements add up to the accepted care (exit 1 if not)")
     args = parser.parse_args()
     settings = get_settings()
@@ -78,6 +80,9 @@ def main() -> int:
     if args.command == "invariant":
         from ops.invariant import check
         return check(settings)
+    if args.command == "simulate":
+        from ops.simulate import run
+        return run(args, coordinator_token(settings), f"http://127.0.0.1:{settings.gateway_port}")
     return 2
 
 

@@ -1,15 +1,130 @@
-"""Demo region: a Venray-like school and a second school, seeded through the gateway's public API."""
+"""Demo region: a Venray-like school and a second school, seeded through the gateway's public API.
+
+The Venray case (domain.md M2): SBO Focus / SO Spectrum, host GM0984, two onderwijszorggroepen at 40 hours
+of care per week at EUR 65/h, capped at 40 h x 63 school weeks x EUR 65 = EUR 163,800 (the second group
+all year, 40 school weeks; the first group from 1 January, 23 school weeks), paid in two installments by
+budget year (EUR 44,200 by 1 September, EUR 119,600 by 1 February), individual tariff EUR 96.64/h for the
+savings figure, and about 90% of the pupils living in Venray. The second school, SO De Maasbrug, has one
+group with a budget set too tight (domain.md section 7: "te krappe budgettering"), so its forecast runs
+over the cap.
+
+The dates follow the school year that has started by today (the real case ran 2025-08-18 .. 2026-07-08),
+so the dashboard shows a pot in progress and `python -m ops simulate` has school days to fill in.
+"""
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass, field
 
 import httpx
 
+from shared.timeutil import today
+
 VENRAY, HORST, BOXMEER, GENNEP = "GM0984", "GM1507", "GM1702", "GM0907"
+MUNICIPALITIES = ((VENRAY, "Venray", 8120), (HORST, "Horst aan de Maas", 8950), (BOXMEER, "Land van Cuijk", 18400),
+                  (GENNEP, "Gennep", 3100))
 
 
-def seed(base_url: str, token: str) -> dict[str, str]:
+@dataclass(frozen=True)
+class DemoGroup:
+    group_id: str
+    name: str
+    care_from: dt.date  # first day the pot funds care for this group
+    minutes_per_day: int  # planned care per school day (40 h/week = 480 min a day)
+    care_worker: str
+    pupils: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DemoSchool:
+    school_id: str
+    name: str
+    host: str
+    arrangement_id: str
+    arrangement: dict
+    groups: tuple[DemoGroup, ...]
+    pupils: dict[str, dict] = field(default_factory=dict)
+
+
+def _monday_on_or_after(day: dt.date) -> dt.date:
+    return day + dt.timedelta(days=(7 - day.weekday()) % 7)
+
+
+def venray_start(first_year: int) -> dt.date:
+    """The Monday the school year starts in the south (18 August 2025 in the real case)."""
+    return _monday_on_or_after(dt.date(first_year, 8, 15))
+
+
+def demo_school_year(on: dt.date | None = None) -> int:
+    """First calendar year of the latest school year whose Venray arrangement has started by `on`."""
+    on = on or today()
+    year = on.year if on.month >= 8 else on.year - 1
+    return year if venray_start(year) <= on else year - 1
+
+
+def region(first_year: int | None = None) -> tuple[DemoSchool, ...]:
+    year = demo_school_year() if first_year is None else first_year
+    start = venray_start(year)
+    end = start + dt.timedelta(days=324)  # 2025-08-18 -> 2026-07-08: the pilot's last day before summer
+    january = dt.date(year + 1, 1, 1)
+    pupils: dict[str, dict] = {}
+    for i in range(24):
+        home = VENRAY if i % 10 != 9 else (HORST if i % 20 == 9 else GENNEP)  # 22 of 24 (92%) live in Venray
+        residence = [{"municipality": home, "from": start.isoformat()}]
+        if i == 4:  # one family moves to Horst aan de Maas over Christmas
+            residence = [{"municipality": VENRAY, "from": start.isoformat(), "until": (january - dt.timedelta(days=1)).isoformat()},
+                         {"municipality": HORST, "from": january.isoformat()}]
+        pupils[f"fs-{i:03d}"] = {"group_id": "group-1" if i < 12 else "group-2", "enrolled_from": start.isoformat(),
+                                 "residence": residence}
+    focus = DemoSchool(
+        school_id="focus-spectrum", name="SBO Focus / SO Spectrum", host=VENRAY, arrangement_id=f"venray-{year}",
+        arrangement={
+            "school_id": "focus-spectrum", "group_ids": ["group-1", "group-2"],
+            "start": start.isoformat(), "end": end.isoformat(),
+            "rates": [{"from": start.isoformat(), "hourly_rate_cents": 6500}],
+            "cap_cents": 16_380_000, "individual_rate_cents": 9664,
+            "funding": [{"source": "jeugdwet", "funder": "Gemeente Venray (Innovatiebudget Jeugd)",
+                         "amount_cents": 16_380_000}],
+            "installments": [{"due": dt.date(year, 9, 1).isoformat(), "amount_cents": 4_420_000},
+                             {"due": dt.date(year + 1, 2, 1).isoformat(), "amount_cents": 11_960_000}],
+            "settlement": {"key": "residence_hours"},
+        },
+        groups=(
+            # The second group is the extension (all school year); the first is prolonged from 1 January.
+            DemoGroup("group-2", "Onderwijszorggroep 2", start, 480, "cw-anouk",
+                      tuple(ref for ref, p in pupils.items() if p["group_id"] == "group-2")),
+            DemoGroup("group-1", "Onderwijszorggroep 1", january, 480, "cw-bram",
+                      tuple(ref for ref, p in pupils.items() if p["group_id"] == "group-1")),
+        ),
+        pupils=pupils,
+    )
+    sy_start, sy_end = dt.date(year, 8, 1), dt.date(year + 1, 7, 31)
+    mb_pupils = {}
+    for i in range(10):
+        home = BOXMEER if i < 7 else (GENNEP if i < 9 else VENRAY)
+        mb_pupils[f"mb-{i:03d}"] = {"group_id": "zml-a", "enrolled_from": sy_start.isoformat(),
+                                    "residence": [{"municipality": home, "from": sy_start.isoformat()}]}
+    maasbrug = DemoSchool(
+        school_id="de-maasbrug", name="SO De Maasbrug", host=BOXMEER, arrangement_id=f"maasbrug-{year}",
+        arrangement={
+            "school_id": "de-maasbrug", "group_ids": ["zml-a"], "start": sy_start.isoformat(),
+            "end": sy_end.isoformat(),
+            "rates": [{"from": sy_start.isoformat(), "hourly_rate_cents": 6200},
+                      {"from": january.isoformat(), "hourly_rate_cents": 6650}],
+            "cap_cents": 6_000_000, "individual_rate_cents": 9664,
+            "installments": [{"due": dt.date(year, 10, 1).isoformat(), "amount_cents": 3_000_000},
+                             {"due": dt.date(year + 1, 3, 1).isoformat(), "amount_cents": 3_000_000}],
+            "settlement": {"key": "residence_pupils"},
+        },
+        groups=(DemoGroup("zml-a", "ZML A", start, 384, "cw-fatima", tuple(mb_pupils)),),
+        pupils=mb_pupils,
+    )
+    return focus, maasbrug
+
+
+def seed(base_url: str, token: str, first_year: int | None = None) -> dict[str, str]:
     """Idempotent: PUTs full state, so running it twice changes nothing but registry versions."""
+    schools = region(first_year)
     headers = {"Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=f"{base_url}/api/v1", headers=headers, timeout=30) as api:
         def put(path: str, body: dict) -> None:
@@ -17,40 +132,14 @@ def seed(base_url: str, token: str) -> dict[str, str]:
             if reply.status_code != 200:
                 raise RuntimeError(f"seeding {path} failed: {reply.status_code} {reply.text}")
 
-        for code, name, youth in ((VENRAY, "Venray", 8120), (HORST, "Horst aan de Maas", 8950),
-                                  (BOXMEER, "Land van Cuijk", 18400), (GENNEP, "Gennep", 3100)):
+        for code, name, youth in MUNICIPALITIES:
             put(f"/municipalities/{code}", {"name": name, "youth_population": youth})
-        put("/schools/focus-spectrum", {"name": "SBO Focus / SO Spectrum", "municipality": VENRAY})
-        for group in ("group-1", "group-2"):
-            put(f"/schools/focus-spectrum/groups/{group}", {"name": f"Onderwijszorggroep {group[-1]}"})
-        start = dt.date(2025, 8, 18)
-        for i in range(24):
-            home = VENRAY if i % 10 != 9 else (HORST if i % 20 == 9 else GENNEP)
-            put(f"/schools/focus-spectrum/pupils/fs-{i:03d}", {
-                "group_id": "group-1" if i < 12 else "group-2", "enrolled_from": start.isoformat(),
-                "residence": [{"municipality": home, "from": start.isoformat()}]})
-        put("/arrangements/venray-2025", {
-            "school_id": "focus-spectrum", "group_ids": ["group-1", "group-2"],
-            "start": start.isoformat(), "end": "2026-07-08",
-            "rates": [{"from": start.isoformat(), "hourly_rate_cents": 6500}],
-            "cap_cents": 16_380_000, "individual_rate_cents": 9664,
-            "funding": [{"source": "jeugdwet", "funder": "Gemeente Venray (Innovatiebudget Jeugd)",
-                         "amount_cents": 16_380_000}],
-            "installments": [{"due": "2025-09-01", "amount_cents": 4_420_000},
-                             {"due": "2026-02-01", "amount_cents": 11_960_000}],
-            "settlement": {"key": "residence_hours"},
-        })
-        put("/schools/de-maasbrug", {"name": "SO De Maasbrug", "municipality": BOXMEER})
-        put("/schools/de-maasbrug/groups/zml-a", {"name": "ZML A"})
-        for i in range(10):
-            home = BOXMEER if i < 7 else (GENNEP if i < 9 else VENRAY)
-            put(f"/schools/de-maasbrug/pupils/mb-{i:03d}", {
-                "group_id": "zml-a", "enrolled_from": "2025-08-01",
-                "residence": [{"municipality": home, "from": "2025-08-01"}]})
-        put("/arrangements/maasbrug-2025", {
-            "school_id": "de-maasbrug", "group_ids": ["zml-a"], "start": "2025-08-01", "end": "2026-07-31",
-            "rates": [{"from": "2025-08-01", "hourly_rate_cents": 6200}, {"from": "2026-01-01", "hourly_rate_cents": 6650}],
-            "cap_cents": 9_000_000, "individual_rate_cents": 9664,
-            "settlement": {"key": "residence_pupils"},
-        })
-    return {"school": "focus-spectrum", "group": "group-1", "arrangement": "venray-2025"}
+        for school in schools:
+            put(f"/schools/{school.school_id}", {"name": school.name, "municipality": school.host})
+            for group in school.groups:
+                put(f"/schools/{school.school_id}/groups/{group.group_id}", {"name": group.name})
+            for ref, pupil in school.pupils.items():
+                put(f"/schools/{school.school_id}/pupils/{ref}", pupil)
+            put(f"/arrangements/{school.arrangement_id}", school.arrangement)
+    focus = schools[0]
+    return {"school": focus.school_id, "group": focus.groups[0].group_id, "arrangement": focus.arrangement_id}
