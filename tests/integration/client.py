@@ -74,7 +74,13 @@ class Api:
             time.sleep(0.1)
         raise AssertionError(f"{registration_id} never reached {wanted}; last seen {last}")
 
-    def hours_stats(self) -> dict[str, Any]:
+    def hours_stats(self, attempts: int = 60) -> dict[str, Any]:
+        # The hours service may be restarting (SIGKILL, broker epoch change): retry until it answers.
+        for _ in range(attempts - 1):
+            try:
+                return httpx.get(f"{self.stack.service_url('hours')}/internal/stats", timeout=10).json()
+            except httpx.TransportError:
+                time.sleep(0.5)
         return httpx.get(f"{self.stack.service_url('hours')}/internal/stats", timeout=10).json()
 
 

@@ -100,7 +100,6 @@ def test_gateway_answers_503_while_the_broker_is_down_and_keeps_what_it_took(own
 
 
 def _received_ids(api: Api) -> list[str]:
-    import sqlite3
+    from tests.integration.service_db import query  # SQLite or PostgreSQL, whichever the stack runs on
 
-    with sqlite3.connect(api.stack.data_dir / "gateway.db") as db:
-        return [row[0] for row in db.execute("select registration_id from submissions")]
+    return [row[0] for row in query(api.stack, "gateway", "select registration_id from submissions")]
