@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from typing import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
@@ -119,3 +120,32 @@ class EpochWatch:
                 await consumer.stop()
             except (Exception, asyncio.CancelledError):  # noqa: BLE001 - closing a broken client must not
                 pass  # mask the real error (aiokafka can raise CancelledError from its own internal tasks)
+
+
+async def reconnecting(name: str, session: Callable[[], Awaitable[None]], stopping: Callable[[], bool],
+                       pause_s: float = 1.0) -> None:
+    """Run `session` (connect, consume, close) again and again until `stopping()`.
+
+    A broker that went away, or a client library that leaked a CancelledError from its own internal tasks,
+    only means: wait a moment and start a fresh session. A real cancellation of this task still stops it.
+    """
+    while not stopping():
+        try:
+            await session()
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+        except Exception as exc:  # noqa: BLE001 - broker gone: start over later
+            log.warning("%s: %s: %s; reconnecting", name, type(exc).__name__, exc)
+        if not stopping():
+            await asyncio.sleep(pause_s)
+
+
+async def stop_quietly(*closers: Awaitable[None]) -> None:
+    """Await each client's stop/close; a broken client must not mask the error that broke it."""
+    for closing in closers:
+        try:
+            await closing
+        except (Exception, asyncio.CancelledError):  # noqa: BLE001
+            pass

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared import topics
 from shared.events import RegistryChanged, parse_event
+from shared.kafka import reconnecting, stop_quietly
 from shared.schemas import Arrangement, Group, Municipality, Pupil, School
 
 log = logging.getLogger("zorgpot.registry")
@@ -172,40 +173,32 @@ class RegistryFollower:
         self._stopping = False
 
     async def run(self) -> None:
+        await reconnecting("registry follower", self._follow, lambda: self._stopping)
+
+    async def _follow(self) -> None:
+        """One session: from offset 0 (so a broker that forgot everything is read again from its start)."""
         tp = TopicPartition(topics.REGISTRY, 0)
-        while not self._stopping:
-            consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
-                                        auto_offset_reset="earliest", fetch_max_wait_ms=self.fetch_max_wait_ms)
-            try:
-                await consumer.start()
-                consumer.assign([tp])
-                consumer.seek(tp, 0)
-                while not self._stopping:
-                    batch = await consumer.getmany(tp, timeout_ms=500, max_records=5000)
-                    events = []
-                    for record in batch.get(tp, []):
-                        try:
-                            event = parse_event(record.value)
-                        except Exception as exc:  # noqa: BLE001 - a bad record must not stop the registry
-                            log.error("skipping malformed registry record at offset %s: %s", record.offset, exc)
-                            continue
-                        if isinstance(event, RegistryChanged):
-                            events.append(event)
-                    if events:
-                        await self.store.apply_events(events)
-            except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    raise
-                await asyncio.sleep(1.0)  # a client library leaked a cancellation: reconnect
-            except Exception as exc:  # noqa: BLE001 - broker gone: start over from offset 0 later
-                log.warning("registry follower: %s: %s; reconnecting", type(exc).__name__, exc)
-                await asyncio.sleep(1.0)
-            finally:
-                try:
-                    await consumer.stop()
-                except (Exception, asyncio.CancelledError):  # noqa: BLE001
-                    pass
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
+                                    auto_offset_reset="earliest", fetch_max_wait_ms=self.fetch_max_wait_ms)
+        try:
+            await consumer.start()
+            consumer.assign([tp])
+            consumer.seek(tp, 0)
+            while not self._stopping:
+                batch = await consumer.getmany(tp, timeout_ms=500, max_records=5000)
+                events = []
+                for record in batch.get(tp, []):
+                    try:
+                        event = parse_event(record.value)
+                    except Exception as exc:  # noqa: BLE001 - a bad record must not stop the registry
+                        log.error("skipping malformed registry record at offset %s: %s", record.offset, exc)
+                        continue
+                    if isinstance(event, RegistryChanged):
+                        events.append(event)
+                if events:
+                    await self.store.apply_events(events)
+        finally:
+            await stop_quietly(consumer.stop())
 
     def stop(self) -> None:
         self._stopping = True

@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.gateway import books
 from shared import topics
 from shared.events import StatementIssued, parse_event
-from shared.kafka import EpochWatch
+from shared.kafka import EpochWatch, reconnecting, stop_quietly
 from shared.settings import Settings
 
 log = logging.getLogger("zorgpot.webhooks")
@@ -117,51 +117,41 @@ class StatementFeed:
         return max(result.rowcount or 0, 0)
 
     async def run(self) -> None:
-        while not self._stopping:
-            consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
-                                        auto_offset_reset="earliest", metadata_max_age_ms=5000)
-            epochs = EpochWatch(self.bootstrap, self.settings)
-            try:
-                await consumer.start()
-                epoch = await epochs.current()
-                partitions = await self._partitions(consumer)
-                tps = [TopicPartition(topics.STATEMENTS, p) for p in sorted(partitions)]
-                consumer.assign(tps)
-                await consumer.seek_to_beginning(*tps)
-                checked = asyncio.get_running_loop().time()
-                while not self._stopping:
-                    batch = await consumer.getmany(timeout_ms=500, max_records=1000)
-                    events = []
-                    for records in batch.values():
-                        for record in records:
-                            try:
-                                event = parse_event(record.value)
-                            except Exception as exc:  # noqa: BLE001 - one bad record must not stop deliveries
-                                log.error("skipping malformed statement record at offset %s: %s", record.offset, exc)
-                                continue
-                            if isinstance(event, StatementIssued):
-                                events.append(event)
-                    if events and await self.record(events):
-                        self.on_new()
-                    if asyncio.get_running_loop().time() - checked > 2.0:
-                        checked = asyncio.get_running_loop().time()
-                        if await epochs.current() != epoch:
-                            log.warning("broker epoch changed: reading settlement.statements again from offset 0")
-                            break
-            except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    raise
-                await asyncio.sleep(1.0)  # a client library leaked a cancellation: reconnect
-            except Exception as exc:  # noqa: BLE001 - broker away: start over from offset 0 later
-                log.warning("statement feed: %s: %s; reconnecting", type(exc).__name__, exc)
-                await asyncio.sleep(1.0)
-            finally:
-                for closing in (consumer.stop(), epochs.close()):
-                    try:
-                        await closing
-                    except (Exception, asyncio.CancelledError):  # noqa: BLE001
-                        pass
+        await reconnecting("statement feed", self._follow, lambda: self._stopping)
+
+    async def _follow(self) -> None:
+        """One session: every partition from offset 0, until stopped or the broker epoch changes."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
+                                    auto_offset_reset="earliest", metadata_max_age_ms=5000)
+        epochs = EpochWatch(self.bootstrap, self.settings)
+        try:
+            await consumer.start()
+            epoch = await epochs.current()
+            tps = [TopicPartition(topics.STATEMENTS, p) for p in sorted(await self._partitions(consumer))]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            checked = asyncio.get_running_loop().time()
+            while not self._stopping:
+                batch = await consumer.getmany(timeout_ms=500, max_records=1000)
+                events = []
+                for records in batch.values():
+                    for record in records:
+                        try:
+                            event = parse_event(record.value)
+                        except Exception as exc:  # noqa: BLE001 - one bad record must not stop deliveries
+                            log.error("skipping malformed statement record at offset %s: %s", record.offset, exc)
+                            continue
+                        if isinstance(event, StatementIssued):
+                            events.append(event)
+                if events and await self.record(events):
+                    self.on_new()
+                if asyncio.get_running_loop().time() - checked > 2.0:
+                    checked = asyncio.get_running_loop().time()
+                    if await epochs.current() != epoch:
+                        log.warning("broker epoch changed: reading settlement.statements again from offset 0")
+                        return
+        finally:
+            await stop_quietly(consumer.stop(), epochs.close())
 
     async def _partitions(self, consumer: AIOKafkaConsumer) -> set[int]:
         while True:
