@@ -16,6 +16,7 @@ app = rt.app
 service = BudgetService(rt.engine, rt.registry, rt.outbox, rt.relay.wake)
 care_topic = app.topic(topics.CARE_LOGGED, value_serializer="raw", key_serializer="raw")
 REFRESH_EVERY_S = 10.0  # gauges of every pot (the elapsed fraction moves with the date), alert sweep, lag
+REGISTRY_WAIT_S = 5.0  # how long a view waits for the registry version the caller has seen
 
 
 async def refresh_gauges(arrangement_ids: set[str] | None = None) -> None:
@@ -64,13 +65,22 @@ async def refresh_all() -> None:
         log.exception("refreshing the budget gauges failed")
 
 
+async def registry_caught_up(request) -> None:  # noqa: ANN001
+    """Wait (briefly) until the registry copy has the version the gateway had: read-your-writes for pots."""
+    version = request.query.get("registry_version", "0")
+    if version.isdigit() and not await rt.registry.wait_for(int(version), timeout=REGISTRY_WAIT_S):
+        log.warning("answering from registry version %d; the caller has seen %s", rt.registry.version, version)
+
+
 @app.page("/internal/pots")
 async def pots_view(web, request):  # noqa: ANN001
+    await registry_caught_up(request)
     return web.json({"pots": await service.pots(school_id=request.query.get("school_id"))})
 
 
 @app.page("/internal/pots/{arrangement_id}")
 async def pot_view(web, request, arrangement_id: str):  # noqa: ANN001
+    await registry_caught_up(request)
     figures = await service.pot(arrangement_id)
     if figures is None:
         return web.json({"detail": "unknown"}, status=404)

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 
 from services.gateway.auth import Principal, authenticate, forbid
 from services.gateway.deps import RETRY_AFTER_S, IdPath, service_get
+from services.gateway.service import current_registry_version
 
 router = APIRouter(tags=["budget"])
 
@@ -20,6 +21,13 @@ def _may_read_pots(principal: Principal) -> None:
     if not (principal.is_coordinator or principal.role == "school"):
         raise forbid("pots are for the coordinating municipality and the schools; "
                      "a municipality reads its settlement statements")
+
+
+async def _registry_version(request: Request) -> dict[str, Any]:
+    """Read-your-writes: the budget service answers from a registry copy at least as new as the gateway's,
+    so an arrangement whose PUT returned is a pot at once."""
+    async with request.app.state.read_engine.connect() as conn:
+        return {"registry_version": await current_registry_version(conn)}
 
 
 def _answer(reply: Any) -> dict[str, Any]:
@@ -33,7 +41,9 @@ def _answer(reply: Any) -> dict[str, Any]:
 async def list_pots(request: Request, principal: Principal = Depends(authenticate)) -> dict[str, Any]:
     """Every pot the token may see, with its section-6 figures and weekly spending series."""
     _may_read_pots(principal)
-    params = None if principal.is_coordinator else {"school_id": principal.subject}
+    params = await _registry_version(request)
+    if not principal.is_coordinator:
+        params["school_id"] = principal.subject
     pots = _answer(await service_get(request, "budget", "/internal/pots", params))["pots"]
     return {"viewer": {"role": principal.role, "subject": principal.subject}, "pots": pots}
 
@@ -42,7 +52,7 @@ async def list_pots(request: Request, principal: Principal = Depends(authenticat
 async def get_pot(request: Request, arrangement_id: IdPath,
                   principal: Principal = Depends(authenticate)) -> dict[str, Any]:
     _may_read_pots(principal)
-    reply = await service_get(request, "budget", f"/internal/pots/{arrangement_id}")
+    reply = await service_get(request, "budget", f"/internal/pots/{arrangement_id}", await _registry_version(request))
     not_found = HTTPException(404, f"pot {arrangement_id!r} not found")
     if reply.status_code == 404:
         raise not_found
