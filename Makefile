@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install up test lint unit integration invariant clean bench system-deps simulate
+.PHONY: install up test lint unit integration invariant clean bench system-deps simulate test-postgres deploy-check
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,14 +24,26 @@ lint: install
 system-deps:
 	bash ops/system-deps.sh
 
+# Everything on SQLite, then the service suite again on PostgreSQL (tests/integration/conftest.py says which
+# modules): the compose deployment's engine, proven by the same tests.
 test: install lint system-deps
 	$(PY) -m pytest -q -p no:cacheprovider
+	ZORGPOT_TEST_DB=postgresql $(PY) -m pytest -q -p no:cacheprovider tests/integration
+
+test-postgres: install system-deps
+	ZORGPOT_TEST_DB=postgresql $(PY) -m pytest -q -p no:cacheprovider tests/integration
 
 unit: install
 	$(PY) -m pytest -q tests/unit
 
 integration: install system-deps
 	$(PY) -m pytest -q tests/integration
+
+# The compose deployment's files, checked without a Docker engine (test_deploy_config.py does the same).
+deploy-check: system-deps
+	docker-compose --env-file .env.example -f docker-compose.yml config -q
+	promtool check config deploy/prometheus/prometheus.yml
+	promtool check rules deploy/prometheus/alerts.yml
 
 # Statements add up to the accepted care, per arrangement, on the running stack (exit 1 if not).
 invariant: install
