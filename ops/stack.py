@@ -58,6 +58,7 @@ class Child:
     wanted: bool = False  # the supervisor restarts a wanted child that died
     restarts: int = 0
     log: IO[bytes] | None = None
+    env: dict[str, str] = field(default_factory=dict)  # on top of the stack's environment
 
 
 @dataclass
@@ -117,7 +118,8 @@ class Stack:
                 return
             if child.log is None:
                 child.log = open(self.data_dir / "logs" / f"{name}.log", "ab")
-            child.process = subprocess.Popen(child.argv, cwd=ROOT, env=self.env, stdout=subprocess.PIPE,
+            child.process = subprocess.Popen(child.argv, cwd=ROOT, env={**self.env, **child.env},
+                                             stdout=subprocess.PIPE,
                                              stderr=subprocess.STDOUT, start_new_session=True,
                                              preexec_fn=_die_with_parent)
             child.wanted = True
@@ -165,8 +167,33 @@ class Stack:
             self.start(name)
         self.wait_ready(timeout)
 
+    def start_extra_worker(self, service: str, instance: int, port: int | None = None) -> str:
+        """Start one more worker of a stream service (scale-out), supervised like the others: its own
+        ZORGPOT_WORKER_INSTANCE and internal web port, the same database and consumer group as the first.
+        Returns the child's name (`<service>-<instance>`); its views are at `worker_url(name)`."""
+        if service not in SERVICES or service == "gateway":
+            raise ValueError(f"{service!r} is not a stream service")
+        name = f"{service}-{instance}"
+        with self._lock:
+            if name not in self.children:
+                self.children[name] = Child(name, [sys.executable, "-m", f"services.{service}"], env={
+                    "ZORGPOT_WORKER_INSTANCE": str(instance),
+                    f"ZORGPOT_{service.upper()}_PORT": str(port or free_port()),
+                })
+        self.start(name)
+        return name
+
+    def worker_url(self, name: str) -> str:
+        """The internal view of a stream service worker: `hours` (the first) or `hours-1` (an extra one)."""
+        if name in SERVICES:
+            return self.service_url(name)
+        service = name.split("-", 1)[0]
+        return f"http://127.0.0.1:{self.children[name].env[f'ZORGPOT_{service.upper()}_PORT']}"
+
     def stop_all(self) -> None:
         self._stop.set()
+        for name in [n for n in self.children if n != "broker" and n not in SERVICES]:  # extra workers
+            self.kill(name, signal.SIGTERM)
         for name in reversed(SERVICES):
             self.kill(name, signal.SIGTERM)
         self.kill("broker", signal.SIGTERM)
