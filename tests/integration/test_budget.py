@@ -10,7 +10,7 @@ import signal
 import threading
 import time
 from fractions import Fraction
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import orjson
@@ -21,43 +21,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from ops.stack import Stack
 from shared.money import round_half_up
 from shared.timeutil import today
+from tests.integration.budget_helpers import INDIVIDUAL_RATE, put_arrangement, wait_pot
 from tests.integration.client import Api, Region
 from tests.integration.topic_reader import read_topic
 
 pytestmark = pytest.mark.stack
 
 HOST = "GM0984"
-INDIVIDUAL_RATE = 9664
 
 
 # --- helpers -----------------------------------------------------------------------------------------------
-
-def put_arrangement(region: Region, **overrides: Any) -> dict[str, Any]:
-    """Re-PUT the region's arrangement with some fields changed (cap, rates, installments, ...)."""
-    body = {"school_id": region.school_id, "group_ids": ["g1", "g2"], "start": region.start.isoformat(),
-            "end": region.end.isoformat(),
-            "rates": [{"from": region.start.isoformat(), "hourly_rate_cents": region.rate_cents}],
-            "cap_cents": 16_380_000, "individual_rate_cents": INDIVIDUAL_RATE, "settlement": {"key": "residence_hours"}}
-    body.update(overrides)
-    region.api.ok_put(f"/arrangements/{region.arrangement_id}", body)
-    return body
-
-
-def wait_pot(api: Api, arrangement_id: str, done: Callable[[dict[str, Any]], bool], timeout: float = 120
-             ) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            reply = api.get(f"/pots/{arrangement_id}")
-            last = reply.json() if reply.status_code == 200 else (reply.status_code, reply.text)
-            if reply.status_code == 200 and done(last):
-                return last
-        except httpx.TransportError as exc:
-            last = exc
-        time.sleep(0.2)
-    raise AssertionError(f"pot {arrangement_id} never got there; last seen {last}")
-
 
 def metrics(stack: Stack) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """The budget service's /metrics as {(sample name, sorted labels): value}."""
