@@ -44,4 +44,8 @@ def readonly(engine: AsyncEngine) -> AsyncEngine:
 
 async def create_tables(engine: AsyncEngine, metadata: MetaData) -> None:
     async with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Several workers of a service can start at once against an empty database (compose --scale):
+            # one creates the tables, the others wait here and then find them (DDL is transactional there).
+            await conn.exec_driver_sql("SELECT pg_advisory_xact_lock(727366)")
         await conn.run_sync(metadata.create_all)

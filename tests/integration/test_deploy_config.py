@@ -136,14 +136,18 @@ def test_postgres_init_script_gives_each_service_its_own_database_and_user() -> 
             "('gateway', 'hours', 'budget', 'settlement')").split())
         assert owners == {s: s for s in ("gateway", "hours", "budget", "settlement")}
 
-        async def service_connects() -> None:
+        async def worker_starts() -> None:
             engine = make_engine(f"postgresql+asyncpg://budget:pw-budget@127.0.0.1:{server.port}/budget")
             try:
                 await create_tables(engine, budget_tables)  # the service creates its own tables at start
             finally:
                 await engine.dispose()
 
-        asyncio.run(service_connects())
+        async def three_workers_start_at_once() -> None:  # compose up --scale budget=3 on an empty database
+            await asyncio.gather(*(worker_starts() for _ in range(3)))
+
+        asyncio.run(three_workers_start_at_once())
+        assert "ledger" in server.psql("SELECT tablename FROM pg_tables WHERE tableowner = 'budget'", "budget").split()
         # Database per service: the hours user cannot even connect to the budget database.
         denied = subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(server.port), "-U", "hours", "-d", "budget",
                                  "-c", "select 1"], capture_output=True, text=True)
