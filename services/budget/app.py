@@ -41,13 +41,13 @@ def consumer_lag() -> dict[tuple[str, int], int]:
     consumer = app.consumer
     committed = getattr(consumer, "_committed_offset", {})
     lags = {}
-    for tp in consumer.assignment():
-        if tp.topic != topics.CARE_LOGGED:
-            continue
-        highwater = consumer.highwater(tp)
-        if highwater is None:
-            continue
-        lags[(tp.topic, tp.partition)] = max(0, highwater - (committed.get(tp) or 0))
+    try:
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp) if tp.topic == topics.CARE_LOGGED else None
+            if highwater is not None:
+                lags[(tp.topic, tp.partition)] = max(0, highwater - (committed.get(tp) or 0))
+    except Exception as exc:  # noqa: BLE001 - the consumer is (re)starting: no figure this time
+        log.debug("consumer lag unavailable: %s", exc)
     return lags
 
 
