@@ -25,3 +25,15 @@ def query(stack: Stack, service: str, sql: str, **params: Any) -> list[tuple]:
             await engine.dispose()
 
     return asyncio.run(run())
+
+
+def empty_books(stack: Stack, service: str, database_server: Any = None) -> None:
+    """Throw a (stopped) service's database away: delete its SQLite files, or drop and recreate its
+    PostgreSQL database (`database_server` is the session's tests/integration/postgres.PostgresServer)."""
+    url = db_url(stack, service)
+    if url.startswith("sqlite"):
+        for suffix in ("", "-wal", "-shm"):
+            (stack.data_dir / f"{service}.db{suffix}").unlink(missing_ok=True)
+    else:
+        assert database_server is not None, "a PostgreSQL stack needs the database_server fixture"
+        database_server.recreate_database(url)
