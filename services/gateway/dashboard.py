@@ -28,6 +28,7 @@ const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<
 const pct = (x, digits = 1) => x === null || x === undefined ? "n/a" : (100 * x).toFixed(digits) + "%%";
 const STATUS_TEXT = {ok: "within budget", warning: "warning", exceeded: "cap exceeded"};
 let timer = null;
+let generation = 0;  // each login/logout starts a new one; older polls stop when they notice
 
 function takeFragmentToken() {
   const m = location.hash.match(/token=([^&]+)/);
@@ -47,33 +48,44 @@ function show(view, message) {
 function logout(message) {
   sessionStorage.removeItem(KEY);
   clearTimeout(timer);
+  generation += 1;
   show("login", message);
 }
 
-async function poll() {
+function restart() {
+  clearTimeout(timer);
+  generation += 1;
+  poll(generation);
+}
+
+async function poll(gen) {
   const token = sessionStorage.getItem(KEY);
   if (!token) { show("login"); return; }
   let reply;
   try {
-    reply = await fetch("/api/v1/pots", {headers: {"Authorization": "Bearer " + token}, cache: "no-store"});
+    reply = await fetch("/api/v1/pots", {headers: {"Authorization": "Bearer " + token}, cache: "no-store",
+                                         signal: AbortSignal.timeout(10000)});
   } catch (err) {
+    if (gen !== generation) return;
     $("state").textContent = "connection lost, retrying";
     $("state").className = "state stale";
-    timer = setTimeout(poll, POLL_MS);
+    timer = setTimeout(() => poll(gen), POLL_MS);
     return;
   }
+  if (gen !== generation) return;  // logged out, or in again, meanwhile
   if (reply.status === 401) { logout("That token is not valid (or it was revoked). Enter a coordinator token."); return; }
   if (reply.status === 403) {
     logout("This dashboard is for the coordinating municipality. A municipality token reads its settlement statements instead.");
     return;
   }
-  if (!reply.ok) {
+  const body = reply.ok ? await reply.json().catch(() => null) : null;
+  if (gen !== generation) return;
+  if (!body) {
     $("state").textContent = "the budget figures are unavailable (" + reply.status + "), retrying";
     $("state").className = "state stale";
-    timer = setTimeout(poll, POLL_MS);
+    timer = setTimeout(() => poll(gen), POLL_MS);
     return;
   }
-  const body = await reply.json();
   if (body.viewer.role !== "coordinator") {
     logout("This dashboard is for the coordinating municipality. This is a " + body.viewer.role + " token (" +
            body.viewer.subject + "): a school reads its own pots at /api/v1/pots.");
@@ -83,7 +95,7 @@ async function poll() {
   show("board");
   $("state").textContent = "live, updated " + new Date().toLocaleTimeString("nl-NL");
   $("state").className = "state live";
-  timer = setTimeout(poll, POLL_MS);
+  timer = setTimeout(() => poll(gen), POLL_MS);
 }
 
 function chart(pot) {
@@ -157,12 +169,11 @@ $("login").addEventListener("submit", (e) => {
   if (!token) return;
   sessionStorage.setItem(KEY, token);
   $("token").value = "";
-  clearTimeout(timer);
-  poll();
+  restart();
 });
 $("logout").addEventListener("click", () => logout());
 takeFragmentToken();
-poll();
+restart();
 """ % {"poll_ms": POLL_MS}
 
 _PAGE = """<!doctype html>

@@ -69,6 +69,9 @@ def test_dashboard_login_shows_every_pot_with_its_status_colour(api: Api, tmp_pa
         page.wait_for(f"document.querySelector('tr.pot[data-arrangement=\"{updated.arrangement_id}\"]')"
                       ".innerText.includes('2 registrations')", timeout=30)
         png = page.screenshot()
+        page.click("#logout")  # forgets the token and shows the login form again
+        page.wait_for("!document.getElementById('login').hidden && document.getElementById('board').hidden")
+        assert page.evaluate("sessionStorage.getItem('zorgpot.token')") is None
     (tmp_path / "dashboard.png").write_bytes(png)
 
     for status, row in rows.items():
