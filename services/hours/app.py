@@ -1,15 +1,11 @@
 """Hours service (Faust): thin adapter from `hours.submitted` to HoursService, plus its internal view."""
 from __future__ import annotations
 
-import logging
-
 from services.hours import books
 from services.hours.service import SERVICE, HoursService
 from shared import topics
-from shared.events import HoursSubmitted, VoidRequested, parse_event
-from shared.streams import EVENTS_REJECTED, in_batches, make_runtime
-
-log = logging.getLogger("zorgpot.hours")
+from shared.events import HoursSubmitted, VoidRequested
+from shared.streams import decode_events, in_batches, make_runtime
 
 rt = make_runtime(SERVICE, books.metadata)
 app = rt.app
@@ -17,24 +13,10 @@ service = HoursService(rt.engine, rt.registry, rt.outbox, rt.relay.wake)
 submitted_topic = app.topic(topics.HOURS_SUBMITTED, value_serializer="raw", key_serializer="raw")
 
 
-def decode(values: list[bytes]) -> list[HoursSubmitted | VoidRequested]:
-    events = []
-    for raw in values:
-        try:
-            event = parse_event(raw)
-        except Exception as exc:  # noqa: BLE001 - a poison record is counted and logged, never blocks the stream
-            log.error("skipping malformed hours.submitted record: %s", exc)
-            EVENTS_REJECTED.labels(SERVICE, "malformed_event").inc()
-            continue
-        if isinstance(event, (HoursSubmitted, VoidRequested)):
-            events.append(event)
-    return events
-
-
 @app.agent(submitted_topic, concurrency=1)  # concurrency=1: faust-streaming #606 (offsets can skip otherwise)
 async def process_submissions(stream) -> None:  # noqa: ANN001
     async def handle(values: list[bytes]) -> None:
-        await service.handle(decode(values))
+        await service.handle(decode_events(SERVICE, values, (HoursSubmitted, VoidRequested)))
 
     await in_batches(rt, stream, handle)
 
