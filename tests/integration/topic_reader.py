@@ -1,4 +1,5 @@
-"""Read a whole topic from offset 0 with kafka-python (no consumer group), for end-to-end assertions."""
+"""Read a whole topic from offset 0 with kafka-python (no consumer group), for end-to-end assertions.
+Records that are not events (no `event_id`, e.g. test_budget's poison record) are left out."""
 from __future__ import annotations
 
 import time
@@ -22,7 +23,14 @@ def read_topic(broker_port: int, topic: str, until: Callable[[list[dict[str, Any
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for records in consumer.poll(timeout_ms=500, max_records=5000).values():
-                events.extend(orjson.loads(r.value) for r in records)
+                for record in records:
+                    try:
+                        event = orjson.loads(record.value)
+                    except orjson.JSONDecodeError:
+                        continue
+                    # Only events: a poison record another test put on the shared stack's topic is not one.
+                    if isinstance(event, dict) and "event_id" in event:
+                        events.append(event)
             if until(events):
                 return events
         raise AssertionError(f"{topic}: condition not met within {timeout}s ({len(events)} events read)")
