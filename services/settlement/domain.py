@@ -550,6 +550,12 @@ class _CloseBuilder:
         self.resident_participated: dict[str, bool] = {}
         self.care_cost_cent_minutes = 0
         self.correction_cost_cent_minutes = 0
+        # Hot path of a close (one entry per attributed pupil of every line): new care is summed as integers
+        # per (statement line, pupil count) and per (residence, pupil count), and turned into Fractions once
+        # in `settle_pending`. Exact either way: sum(a_i / (60 p)) == (sum a_i) / (60 p).
+        self._pending_lines: dict[tuple[str, LineKey, int], list[int]] = {}
+        self._pending_residents: dict[tuple[str, int], list[int]] = {}
+        self._routes: dict[tuple[str, dt.date, str, str], tuple[Bucket, bool]] = {}
 
     def add(self, municipality: str, key: LineKey, exact_cents: Fraction, basis_unit: str,
             basis_value: Fraction, **details: Any) -> None:
@@ -567,25 +573,63 @@ class _CloseBuilder:
                                host: str, correction_of: Close | None) -> None:
         """residence_hours / host_pays: equal parts per attributed pupil, each to its residence that day."""
         pupils = len(line.attributions)
+        if correction_of is None:
+            self._add_new_care_parts(line, sign, key, policy, host, pupils)
+            return
         for _pupil_ref, residence in line.attributions:
             exact = Fraction(sign * line.cost_cent_minutes, CENT_MINUTES_PER_CENT * pupils)
             minutes = Fraction(sign * line.minutes, pupils)
             bucket = Bucket(host) if key == "host_pays" else _route(
                 residence, line.date, policy, host, self.context.municipalities)
-            if correction_of is None:
-                self.resident_minutes[residence] += minutes
-                self.resident_cost[residence] += exact
-                participated = residence == host or _participates(self.context.municipalities, residence, line.date)
+            line_key = LineKey(2, bucket.absorbed_from, bucket.non_participating,
+                               correction_of.period_start.isoformat(), line.registration_id)
+            self.add(bucket.municipality, line_key, exact, "attributed_minutes", minutes,
+                     original_period=(correction_of.period_start, correction_of.period_end),
+                     registration_date=line.date, late_void=sign < 0)
+
+    def _add_new_care_parts(self, line: CareLine, sign: int, key: str, policy: str, host: str, pupils: int) -> None:
+        """add_registration_parts for new care (not a correction), as integer sums; see `settle_pending`."""
+        cost, minutes = sign * line.cost_cent_minutes, sign * line.minutes
+        municipalities = self.context.municipalities
+        for _pupil_ref, residence in line.attributions:
+            route_key = (residence, line.date, key, policy)
+            routed = self._routes.get(route_key)
+            if routed is None:
+                bucket = Bucket(host) if key == "host_pays" else _route(residence, line.date, policy, host,
+                                                                        municipalities)
+                participated = residence == host or _participates(municipalities, residence, line.date)
+                routed = self._routes[route_key] = (bucket, participated)
+            bucket, participated = routed
+            if residence not in self.resident_minutes:  # first sight: keep the order the Fractions had
+                self.resident_minutes[residence] = Fraction(0)
+                self.resident_cost[residence] = Fraction(0)
+            resident = self._pending_residents.get((residence, pupils))
+            if resident is None:
+                resident = self._pending_residents[(residence, pupils)] = [0, 0]
+            resident[0] += cost
+            resident[1] += minutes
+            if not participated or residence not in self.resident_participated:
                 self.resident_participated[residence] = self.resident_participated.get(residence, True) and participated
-                line_key = LineKey(1 if bucket.absorbed_from else 0, bucket.absorbed_from,
-                                   bucket.non_participating)
-                self.add(bucket.municipality, line_key, exact, "attributed_minutes", minutes)
-            else:
-                line_key = LineKey(2, bucket.absorbed_from, bucket.non_participating,
-                                   correction_of.period_start.isoformat(), line.registration_id)
-                self.add(bucket.municipality, line_key, exact, "attributed_minutes", minutes,
-                         original_period=(correction_of.period_start, correction_of.period_end),
-                         registration_date=line.date, late_void=sign < 0)
+            line_key = LineKey(1 if bucket.absorbed_from else 0, bucket.absorbed_from, bucket.non_participating)
+            pending = self._pending_lines.get((bucket.municipality, line_key, pupils))
+            if pending is None:
+                if line_key not in self.lines[bucket.municipality]:
+                    self.add(bucket.municipality, line_key, Fraction(0), "attributed_minutes", Fraction(0))
+                pending = self._pending_lines[(bucket.municipality, line_key, pupils)] = [0, 0]
+            pending[0] += cost
+            pending[1] += minutes
+
+    def settle_pending(self) -> None:
+        """Add the integer sums of new care to the lines and the residence view, as exact Fractions."""
+        for (municipality, line_key, pupils), (cost, minutes) in self._pending_lines.items():
+            line = self.lines[municipality][line_key]
+            line.exact_cents += Fraction(cost, CENT_MINUTES_PER_CENT * pupils)
+            line.basis_value += Fraction(minutes, pupils)
+        for (residence, pupils), (cost, minutes) in self._pending_residents.items():
+            self.resident_cost[residence] += Fraction(cost, CENT_MINUTES_PER_CENT * pupils)
+            self.resident_minutes[residence] += Fraction(minutes, pupils)
+        self._pending_lines.clear()
+        self._pending_residents.clear()
 
     def add_weighted(self, cost_cent_minutes: int, weights: Mapping[Bucket, Fraction], unit: str,
                      correction_of: Close | None = None, line: CareLine | None = None) -> None:
@@ -668,6 +712,7 @@ def close_period(context: ArrangementContext, lines: Iterable[CareLine], history
             builder.add_registration_parts(line, sign, original.key, original.non_participating_policy,
                                            original.host_municipality, original)
 
+    builder.settle_pending()
     correction_period = period_start > arrangement.end
     if basis is not None and not (correction_period and period_care_cent_minutes == 0):
         # (A correction period has no care of its own, so no zero care lines for everyone with a basis.)

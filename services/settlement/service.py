@@ -62,15 +62,6 @@ class CloseOutcome:
                 "statements": self.statements}
 
 
-def _line_from_row(row: Any) -> CareLine:
-    return CareLine(
-        registration_id=row.registration_id, date=row.date, cost_cent_minutes=row.cost_cent_minutes,
-        minutes=row.minutes, attributions=tuple(tuple(a) for a in orjson.loads(row.attributions)),
-        attributed_to=row.attributed_to, voided=row.voided, known_since_close=row.known_since_close,
-        voided_since_close=row.voided_since_close,
-    )
-
-
 def _summary(row: Any) -> dict[str, Any]:
     return {"statement_id": row.statement_id, "arrangement_id": row.arrangement_id,
             "municipality": row.municipality, "period_start": row.period_start.isoformat(),
@@ -268,9 +259,23 @@ class SettlementService:
         return [Close.from_dict(orjson.loads(record)) for record in rows]
 
     async def _lines(self, conn: AsyncConnection, arrangement_id: str) -> list[CareLine]:
-        rows = (await conn.execute(select(books.care_lines)
-                                   .where(books.care_lines.c.arrangement_id == arrangement_id))).all()
-        return [_line_from_row(r) for r in rows]
+        cl = books.care_lines
+        rows = (await conn.execute(select(cl.c.registration_id, cl.c.date, cl.c.cost_cent_minutes, cl.c.minutes,
+                                          cl.c.attributions, cl.c.attributed_to, cl.c.voided,
+                                          cl.c.known_since_close, cl.c.voided_since_close)
+                                   .where(cl.c.arrangement_id == arrangement_id))).all()
+        # The hot path of a close at region scale: plain tuples, and each distinct attribution list (the
+        # same pupils are listed again and again) parsed once.
+        parsed: dict[bytes, tuple[tuple[str, str], ...]] = {}
+        lines = []
+        for rid, day, cost, minutes, blob, attributed_to, voided, known, voided_since in rows:
+            attributions = parsed.get(blob)
+            if attributions is None:
+                attributions = parsed[blob] = tuple(map(tuple, orjson.loads(blob)))
+            lines.append(CareLine(registration_id=rid, date=day, cost_cent_minutes=cost, minutes=minutes,
+                                  attributions=attributions, attributed_to=attributed_to, voided=voided,
+                                  known_since_close=known, voided_since_close=voided_since))
+        return lines
 
     async def _close_statements(self, conn: AsyncConnection, close: Close) -> list[dict[str, Any]]:
         st = books.statements
