@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install up test lint unit integration invariant clean bench system-deps simulate test-postgres deploy-check
+.PHONY: install up test lint unit integration invariant clean bench faults system-deps simulate test-postgres deploy-check
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -58,4 +58,10 @@ clean:
 	rm -rf var .pytest_cache
 
 bench: install
-	$(PY) -m ops.bench
+	$(PY) -m ops.bench $(BENCH_ARGS)
+	$(PY) -m ops.bench_settlement
+
+# Fault injection (ops/faults.py): SIGKILL each service and restart the broker during a 50,000-registration
+# run, then check every cent; e.g. make faults FAULTS_ARGS="--registrations 10000 --seed 1".
+faults: install
+	$(PY) -m ops.faults $(FAULTS_ARGS)
