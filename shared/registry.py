@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import Column, Integer, LargeBinary, MetaData, String, Table, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared import topics
@@ -152,11 +153,17 @@ class RegistryStore:
         if not fresh:
             return 0
         fresh.sort(key=lambda e: e.version)
+        newest = {(e.kind, e.key): e for e in fresh}  # the table keeps one document per key: the newest
+        rows = [{"kind": e.kind, "key": e.key, "version": e.version, "doc": orjson.dumps(e.doc)}
+                for e in newest.values()]
         async with self.engine.begin() as conn:
-            for e in fresh:
-                await conn.execute(self.table.delete().where(self.table.c.kind == e.kind, self.table.c.key == e.key))
-                await conn.execute(self.table.insert().values(kind=e.kind, key=e.key, version=e.version,
-                                                              doc=orjson.dumps(e.doc)))
+            # Upsert that never goes back: the workers of a service share its database and each follows the
+            # registry, so two of them can write the same version at once (PostgreSQL; SQLite serialises).
+            insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(self.table)
+            await conn.execute(insert.on_conflict_do_update(
+                index_elements=[self.table.c.kind, self.table.c.key],
+                set_={"version": insert.excluded.version, "doc": insert.excluded.doc},
+                where=self.table.c.version < insert.excluded.version), rows)
         for e in fresh:
             self.copy.apply(e.kind, e.key, e.doc, e.version)
         await self.copy.notify()
