@@ -11,8 +11,10 @@ from typing import Annotated, Any, Literal
 
 import httpx
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Request, Response
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import update
@@ -96,12 +98,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         LATENCY.labels(request.method, path).observe(time.perf_counter() - started)
         return response
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_errors(request: Request, exc: StarletteHTTPException) -> Response:
+        # FastAPI answers 400 "There was an error parsing the body" for a JSON body it cannot decode for a
+        # reason other than a JSON syntax error (not UTF-8, nested too deep): say which, as the 422 it is.
+        if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+            return problem(422, [{"loc": ["body"], "field": "", "msg": _unreadable_body(exc.__cause__),
+                                  "type": "json_invalid"}])
+        return await http_exception_handler(request, exc)
+
     @app.exception_handler(RequestValidationError)
-    async def validation_errors(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def validation_errors(request: Request, exc: RequestValidationError) -> JSONResponse:
+        media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if (media != "application/json" and not media.endswith("+json")
+                and any(tuple(err.get("loc", ())) == ("body",) and err.get("type") == "model_attributes_type"
+                        for err in exc.errors())):
+            # FastAPI only decodes JSON content types; any other body reaches the model as raw bytes.
+            return problem(415, f"content type {media or '(none)'!r} is not JSON: send the body as JSON with "
+                                "'Content-Type: application/json'")
         details = []
         for err in exc.errors():
+            msg = str(err.get("msg", "")).removeprefix("Value error, ")
+            if tuple(err.get("loc", ())) == ("body",) and err.get("type") == "missing":
+                msg = "the request body is empty: send a JSON object"
             details.append({"loc": list(err.get("loc", ())), "field": ".".join(str(p) for p in err.get("loc", ())[1:]),
-                            "msg": str(err.get("msg", "")).removeprefix("Value error, "), "type": err.get("type")})
+                            "msg": msg, "type": err.get("type")})
         return problem(422, details)
 
     @app.exception_handler(Invalid)
@@ -235,6 +256,8 @@ def api_router() -> APIRouter:
                 "application/x-ndjson": {"schema": {"type": "string"}},
                 "text/csv": {"schema": {"type": "string"}}}}})
     async def post_hours_batch(request: Request, principal: Principal = Depends(authenticate)):
+        if principal.role == "municipality":  # as POST /hours: only schools and the coordinator register
+            raise forbid("a municipality token cannot register hours")
         settings: Settings = request.app.state.settings
         body = await _read_limited(request, settings.max_body_bytes)
         try:
@@ -296,6 +319,14 @@ def api_router() -> APIRouter:
         return view
 
     return r
+
+
+def _unreadable_body(cause: BaseException | None) -> str:
+    if isinstance(cause, UnicodeError):
+        return "the body is not UTF-8 encoded JSON"
+    if isinstance(cause, RecursionError):
+        return "the body is not readable JSON: it is nested too deeply"
+    return "the body is not readable JSON"
 
 
 async def _own_submission(request: Request, registration_id: str, principal: Principal) -> dict[str, Any]:
