@@ -20,7 +20,8 @@ up: install
 lint: install
 	$(VENV)/bin/ruff check --select F,E9 services shared ops tests
 
-# Debian packages pip cannot provide (Chromium for the dashboard test); installs only what is missing.
+# Debian packages pip cannot provide (Chromium for the dashboard test, PostgreSQL for the second test run,
+# docker-compose and promtool for the deployment checks); installs only what is missing.
 system-deps:
 	bash ops/system-deps.sh
 
