@@ -102,6 +102,19 @@ def fill(db: Path, arrangement_ids: list[str], homes: dict[str, list[tuple[str, 
     conn.close()
 
 
+def raw_read(db: Path, arrangement_ids: list[str]) -> tuple[float, float]:
+    """Baseline: plain sqlite3 fetching every arrangement's care lines, the query a close starts with."""
+    conn = sqlite3.connect(db)
+    started, cpu = time.perf_counter(), time.process_time()
+    for arrangement_id in arrangement_ids:
+        conn.execute("SELECT registration_id, date, cost_cent_minutes, minutes, attributions, attributed_to, voided, "
+                     "known_since_close, voided_since_close FROM care_lines WHERE arrangement_id = ?",
+                     (arrangement_id,)).fetchall()
+    result = time.perf_counter() - started, time.process_time() - cpu
+    conn.close()
+    return result
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
     copy, arrangement_ids, homes = region(args.municipalities, args.arrangements, args.pupils, rng)
@@ -117,6 +130,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         started = time.perf_counter()
         fill(db, arrangement_ids, homes, args.registrations, rng)
         fill_s = time.perf_counter() - started
+        read_s, read_cpu_s = raw_read(db, arrangement_ids)
         service = SettlementService(engine, copy, outbox, lambda: None)
         per_arrangement = []
         statements = charged = 0
@@ -145,6 +159,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "fill_s": round(fill_s, 2),
         "close_all_s": round(close_s, 3),
         "close_all_cpu_s": round(close_cpu_s, 3),  # CPU time of this process: less noisy on a shared machine
+        "baseline_raw_read_s": round(read_s, 3),  # sqlite3 fetching the same lines, nothing else
+        "baseline_raw_read_cpu_s": round(read_cpu_s, 3),
+        "close_to_raw_read_ratio": round(close_s / read_s, 1),
         "close_per_arrangement_ms": {"p50": round(per_arrangement[len(per_arrangement) // 2] * 1000, 2),
                                      "max": round(per_arrangement[-1] * 1000, 2)},
         "lines_per_s": round(args.registrations / close_s),

@@ -268,13 +268,14 @@ class Chaos(threading.Thread):
                 while self.progress() < point:
                     if self.stopping.wait(0.05):
                         return
-                self.log(f"  fault at {self.progress():.0%} of the stream: "
+                at = self.progress()
+                self.log(f"  fault at {at:.0%} of the stream: "
                          + ("restart the broker" if fault == "broker" else f"SIGKILL {fault}"))
                 if fault == "broker":
                     self.stack.restart_broker()  # Tansu forgets every topic, record and offset
                 else:
                     self.stack.kill(fault, signal.SIGKILL, wanted=True)  # the supervisor starts it again
-                self.done.append((fault, self.progress()))
+                self.done.append((fault, at))
                 # Not waiting for the whole stack to be ready again (a broker restart takes every stream
                 # service through a restart): the next fault may well hit a service that is recovering.
                 if fault != "broker":
