@@ -21,8 +21,8 @@ from sqlalchemy import update
 
 from services.gateway import books, dashboard, pots, settlements
 from services.gateway.auth import Principal, authenticate, forbid, hash_token, new_token, now_utc
-from services.gateway.deps import (RETRY_AFTER_S, CodePath, IdPath, require_broker, require_coordinator,
-                                   service_get)
+from services.gateway.deps import (RETRY_AFTER_S, CodePath, IdPath, NoNulStr, no_nul, require_broker,
+                                   require_coordinator, service_get)
 from services.gateway.parsing import BodyError, UnsupportedMediaType, parse_batch
 from services.gateway.service import Conflict, Intake, Invalid, NotFound, RegistryWriter
 from shared.db import create_tables, make_engine, readonly
@@ -47,7 +47,7 @@ class TokenRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: Literal["coordinator", "school", "municipality"]
     subject: str | None = Field(default=None, max_length=64)
-    label: str | None = Field(default=None, max_length=200)
+    label: NoNulStr | None = Field(default=None, max_length=200)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -292,6 +292,10 @@ def api_router() -> APIRouter:
     @r.post("/hours/{registration_id}/void", status_code=202, tags=["hours"], dependencies=[Depends(require_broker)])
     async def void_hours(body: VoidRequest, request: Request, registration_id: IdPath,
                          principal: Principal = Depends(authenticate)):
+        try:
+            no_nul(body.reason)
+        except ValueError as exc:
+            raise HTTPException(422, [{"loc": ["body", "reason"], "field": "reason", "msg": str(exc)}]) from exc
         await _own_submission(request, registration_id, principal)
         first = await request.app.state.intake.void(registration_id, body.reason)
         request.app.state.relay.wake()

@@ -5,6 +5,7 @@ from typing import Annotated, Any
 
 import httpx
 from fastapi import Depends, HTTPException, Path, Request
+from pydantic import AfterValidator
 
 from services.gateway.auth import Principal, authenticate, forbid
 from shared.identity import SLUG_ID
@@ -13,6 +14,16 @@ from shared.settings import Settings
 IdPath = Annotated[str, Path(pattern=SLUG_ID.pattern, min_length=1, max_length=64)]
 CodePath = Annotated[str, Path(pattern=r"^GM\d{4}$", description="CBS municipality code, e.g. GM0984")]
 RETRY_AFTER_S = 5
+
+
+def no_nul(value: str) -> str:
+    """PostgreSQL text cannot hold U+0000: refuse it at the door (422) instead of failing the insert (500)."""
+    if "\x00" in value:
+        raise ValueError("must not contain the NUL character (\\u0000)")
+    return value
+
+
+NoNulStr = Annotated[str, AfterValidator(no_nul)]
 
 
 def require_coordinator(principal: Principal = Depends(authenticate)) -> Principal:

@@ -18,7 +18,8 @@ from sqlalchemy import select
 
 from services.gateway import books
 from services.gateway.auth import Principal, authenticate, forbid, now_utc
-from services.gateway.deps import RETRY_AFTER_S, CodePath, require_coordinator, service_get, service_post
+from services.gateway.deps import (RETRY_AFTER_S, CodePath, NoNulStr, require_coordinator, service_get,
+                                   service_post)
 from services.gateway.service import current_registry_version
 from services.gateway.webhooks import Deliverer, StatementFeed, delivery_status
 from shared.schemas import CloseRequest
@@ -50,7 +51,7 @@ StatementIdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9._:-]{1,200}$")]
 class WebhookBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     url: HttpUrl
-    secret: str = Field(min_length=16, max_length=200,
+    secret: NoNulStr = Field(min_length=16, max_length=200,
                         description="shared secret for the X-Zorgpot-Signature HMAC; at least 16 characters")
 
 
