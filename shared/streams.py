@@ -31,6 +31,9 @@ EXIT_BROKER_EPOCH_CHANGED = 75  # the supervisor (or compose's restart policy) s
 
 EVENTS_PROCESSED = Counter("zorgpot_events_processed_total", "Events a service consumed and applied",
                            ["service", "type"])
+BATCH_FAILURES = Counter("zorgpot_batch_failures_total",
+                         "Batches whose transaction failed and was retried (a growing count blocks a partition)",
+                         ["service"])
 EVENTS_REJECTED = Counter("zorgpot_events_rejected_total", "Events a service refused, by reason",
                           ["service", "reason"])
 
@@ -180,10 +183,28 @@ def run_worker(rt: ServiceRuntime) -> None:
 
 async def in_batches(rt: ServiceRuntime, stream, handle: Callable[[list], Awaitable[None]],  # noqa: ANN001
                      size: int = 1000, within: float = 0.05) -> None:
-    """Consume a Faust stream in batches; the handler applies a whole batch in one transaction."""
+    """Consume a Faust stream in batches; the handler applies a whole batch in one transaction.
+
+    A batch whose handler raises (database unreachable, a lock timeout, a bug) is retried in place with
+    backoff, never skipped: the handler is idempotent and its transaction rolled back, so a retry is safe,
+    and skipping would lose money. Letting the exception escape would crash the agent, and Faust would
+    only re-read the batch after the next rebalance. A batch that keeps failing blocks its partition and
+    shows in zorgpot_batch_failures_total and the log: stop and alert rather than guess."""
     await rt.books_ready.wait()
     async for values in stream.take(size, within=within):
-        await handle(values)
+        delay = 0.1
+        while True:
+            try:
+                await handle(values)
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - see docstring: retry the same batch
+                BATCH_FAILURES.labels(rt.name).inc()
+                log.exception("%s: applying a batch of %d records failed; retrying in %.1fs", rt.name,
+                              len(values), delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
 
 def decode_events(service: str, values: list[bytes], wanted: tuple[type, ...]) -> list[Any]:
