@@ -25,7 +25,7 @@ from typing import Callable
 import httpx
 from aiokafka import AIOKafkaProducer
 
-from ops.stack import ROOT, Stack, free_port
+from ops.stack import ROOT, Stack, stack_ports
 from shared.events import HoursSubmitted, submission_event_id
 from shared.kafka import create_topics
 from shared.schemas import Registration
@@ -228,7 +228,7 @@ def main() -> None:
     n = args.registrations
     with tempfile.TemporaryDirectory(prefix="zorgpot-bench-") as tmp:
         token = f"zp_bench_{secrets.token_hex(8)}"
-        stack = Stack(Path(tmp), free_port(), free_port(), token)
+        stack = Stack(Path(tmp), *stack_ports(), token)
         stack.start_all(timeout=120)
         try:
             with httpx.Client(base_url=f"{stack.gateway_url}/api/v1", timeout=120,

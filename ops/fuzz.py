@@ -232,12 +232,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else secrets.randbelow(2**32)
 
-    from ops.stack import Stack, free_port
+    from ops.stack import Stack, stack_ports
 
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="zorgpot-fuzz-"))
-    gateway_port = next(p for p in iter(free_port, None) if p < 60000 and all(
-        free_port() != p + i for i in range(1, 4)))
-    stack = Stack(data_dir, gateway_port, free_port(), coordinator_token=f"zp_fuzz_{secrets.token_hex(8)}")
+    gateway_port, broker_port = stack_ports()
+    stack = Stack(data_dir, gateway_port, broker_port, coordinator_token=f"zp_fuzz_{secrets.token_hex(8)}")
     report = Report(failures=[Failure("-", "-", "-", "-", None, "the run did not finish", "")])
     try:
         print(f"fuzz: starting a stack in {data_dir} (gateway {stack.gateway_url}), seed {seed}", flush=True)

@@ -44,10 +44,50 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def free_port() -> int:
+def _bindable(port: int) -> bool:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_port_block(count: int = 1) -> int:
+    """First of `count` consecutive ports that can all be bound now.
+
+    Chosen *below* the kernel's ephemeral range: outgoing connections (every Kafka and HTTP client here)
+    take their local ports from that range, so a port picked there can be taken again before the server
+    binds it (seen in CI: the hours view's port, gateway + 1, went to a client connection)."""
+    import random
+
+    rng = random.SystemRandom()
+    top = _ephemeral_low() - count
+    for _ in range(2000):
+        base = rng.randrange(10000, top)
+        if all(_bindable(base + i) for i in range(count)):
+            return base
+    raise RuntimeError(f"no block of {count} free ports found below {top}")
+
+
+def free_port() -> int:
+    return free_port_block(1)
+
+
+def stack_ports() -> tuple[int, int]:
+    """(gateway port, broker port) for a stack: the gateway's block includes the services' views (+1..+3)."""
+    gateway = free_port_block(4)
+    while True:
+        broker = free_port()
+        if not gateway <= broker < gateway + 4:
+            return gateway, broker
 
 
 @dataclass

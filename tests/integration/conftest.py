@@ -14,7 +14,7 @@ from typing import Iterator
 
 import pytest
 
-from ops.stack import Stack, free_port
+from ops.stack import Stack, free_port, stack_ports
 from tests.integration.client import Api
 
 TEST_DB = os.environ.get("ZORGPOT_TEST_DB", "sqlite")
@@ -61,16 +61,8 @@ def database_env() -> dict[str, str]:
     return _postgres.fresh_databases()
 
 
-def _ports() -> tuple[int, int]:
-    # The gateway port and the next three (services' internal views) must all be free.
-    while True:
-        gateway = free_port()
-        if gateway < 60000 and all(free_port() != gateway + i for i in range(1, 4)):
-            return gateway, free_port()
-
-
 def start_stack(data_dir: Path) -> Stack:
-    gateway_port, broker_port = _ports()
+    gateway_port, broker_port = stack_ports()
     stack = Stack(data_dir, gateway_port, broker_port, coordinator_token=f"zp_test_{secrets.token_hex(8)}",
                   env_extra=database_env())
     try:
