@@ -7,14 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import MetaData, select, update
+from sqlalchemy import select, update
 
 from services.budget import books
 from services.budget.service import BudgetService
-from shared.db import create_tables, make_engine
+from tests.unit.service_books import service_books
 from shared.events import Attribution, CareLogged, CareVoided, parse_event
-from shared.outbox import outbox_tables
-from shared.registry import RegistryCopy, registry_table
+from shared.registry import RegistryCopy
 
 HOST, OTHER = "GM0984", "GM1507"
 NOW = dt.datetime(2025, 6, 1, tzinfo=dt.timezone.utc)
@@ -58,15 +57,9 @@ def voided(rid: str, minutes: int) -> CareVoided:
 
 @pytest.fixture()
 async def service(tmp_path: Path):
-    metadata = MetaData()  # the service's tables plus what make_runtime adds, without touching books.metadata
-    for table in books.metadata.tables.values():
-        table.to_metadata(metadata)
-    outbox_tables(metadata)
-    registry_table(metadata)
-    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'budget.db'}")
-    await create_tables(engine, metadata)
+    engine, outbox = await service_books(tmp_path, books.metadata, "budget")
     woken: list[int] = []
-    svc = BudgetService(engine, registry(), metadata.tables["outbox"], lambda: woken.append(1), clock=lambda: TODAY)
+    svc = BudgetService(engine, registry(), outbox, lambda: woken.append(1), clock=lambda: TODAY)
     svc.woken = woken  # type: ignore[attr-defined]
     yield svc
     await engine.dispose()

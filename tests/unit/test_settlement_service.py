@@ -10,16 +10,15 @@ from typing import Any
 
 import orjson
 import pytest
-from sqlalchemy import MetaData, select
+from sqlalchemy import select
 
 from services.gateway.webhooks import backoff_s, sign
 from services.settlement import books
 from services.settlement.domain import PeriodConflictError, SettlementError
 from services.settlement.service import SettlementService, UnknownArrangement
-from shared.db import create_tables, make_engine
+from tests.unit.service_books import service_books
 from shared.events import Attribution, CareLogged, CareVoided, StatementIssued, parse_event
-from shared.outbox import outbox_tables
-from shared.registry import RegistryCopy, registry_table
+from shared.registry import RegistryCopy
 from shared.schemas import CloseRequest
 
 D = dt.date
@@ -59,16 +58,10 @@ def voided(rid: str, day: dt.date, minutes: int) -> CareVoided:
 
 @pytest.fixture()
 async def service(tmp_path: Path):
-    metadata = MetaData()  # the service's tables plus what make_runtime adds, without touching books.metadata
-    for table in books.metadata.tables.values():
-        table.to_metadata(metadata)
-    outbox_tables(metadata)
-    registry_table(metadata)
-    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'settlement.db'}")
-    await create_tables(engine, metadata)
+    engine, outbox = await service_books(tmp_path, books.metadata, "settlement")
     woken: list[int] = []
-    svc = SettlementService(engine, registry(), metadata.tables["outbox"], lambda: woken.append(1))
-    svc.outbox_table = metadata.tables["outbox"]
+    svc = SettlementService(engine, registry(), outbox, lambda: woken.append(1))
+    svc.outbox_table = outbox
     yield svc
     await engine.dispose()
 
