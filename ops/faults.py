@@ -41,7 +41,7 @@ from typing import Any, Callable
 
 import httpx
 
-from ops.stack import SERVICES, Stack, free_port, stack_ports
+from ops.stack import SERVICES, Stack, free_port, start_on_free_ports
 from shared.money import round_half_up
 
 START, END = dt.date(2025, 8, 1), dt.date(2026, 7, 31)
@@ -62,15 +62,8 @@ def check(condition: bool, message: str) -> None:
 
 def start_stack(data_dir: Path, env_extra: dict[str, str] | None = None) -> Stack:
     """A stack of its own on free ports, webhooks retried every few seconds at most."""
-    gateway, broker = stack_ports()
-    stack = Stack(data_dir, gateway, broker, f"zp_faults_{secrets.token_hex(8)}",
-                  env_extra={"ZORGPOT_WEBHOOK_BACKOFF_MAX_S": "4", **(env_extra or {})})
-    try:
-        stack.start_all(timeout=120)
-    except Exception:
-        stack.stop_all()
-        raise
-    return stack
+    return start_on_free_ports(data_dir, "zp_faults",
+                               env_extra={"ZORGPOT_WEBHOOK_BACKOFF_MAX_S": "4", **(env_extra or {})})
 
 
 # --- the gateway, as a school's client would use it ----------------------------------------------------------

@@ -296,3 +296,20 @@ class Stack:
                         if self.echo or code not in (0, 75):
                             sys.stdout.write(f"{'stack':>10} | {child.name} exited with {code}; restarting\n")
                         self.start(child.name)
+
+
+def start_on_free_ports(data_dir: Path, token_prefix: str, env_extra: dict[str, str] | None = None,
+                        timeout: float = 120) -> Stack:
+    """A whole stack of its own (tests, bench, faults, fuzz): free ports, a fresh coordinator token; torn
+    down again if it does not come up."""
+    import secrets
+
+    gateway_port, broker_port = stack_ports()
+    stack = Stack(data_dir, gateway_port, broker_port, coordinator_token=f"{token_prefix}_{secrets.token_hex(8)}",
+                  env_extra=dict(env_extra or {}))
+    try:
+        stack.start_all(timeout=timeout)
+    except Exception:
+        stack.stop_all()
+        raise
+    return stack

@@ -8,13 +8,12 @@ covers the modules in POSTGRES_MODULES (make test runs it after the SQLite run o
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from ops.stack import Stack, free_port, stack_ports
+from ops.stack import Stack, free_port, start_on_free_ports
 from tests.integration.client import Api
 
 TEST_DB = os.environ.get("ZORGPOT_TEST_DB", "sqlite")
@@ -62,15 +61,7 @@ def database_env() -> dict[str, str]:
 
 
 def start_stack(data_dir: Path) -> Stack:
-    gateway_port, broker_port = stack_ports()
-    stack = Stack(data_dir, gateway_port, broker_port, coordinator_token=f"zp_test_{secrets.token_hex(8)}",
-                  env_extra=database_env())
-    try:
-        stack.start_all(timeout=120)
-    except Exception:
-        stack.stop_all()
-        raise
-    return stack
+    return start_on_free_ports(data_dir, "zp_test", env_extra=database_env())
 
 
 @pytest.fixture(scope="session")
