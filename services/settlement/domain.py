@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from bisect import bisect_left
 from collections import defaultdict
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -45,6 +46,7 @@ REGISTRATION_KEYS = ("residence_hours", "host_pays")
 LINE_KINDS = ("care", "absorbed", "correction", "education_contribution")
 # Residence of a pupil-day the roster does not cover: nobody to bill, so the host absorbs it.
 UNKNOWN_RESIDENCE = "unknown"
+ONE_DAY = dt.timedelta(days=1)
 
 K = TypeVar("K", bound=Hashable)
 
@@ -133,6 +135,47 @@ class ArrangementContext:
     municipalities: Mapping[str, Municipality]
     pupils: Sequence[tuple[str, Pupil]] = ()  # (pupil_ref, pupil) of the arrangement's groups
     school_name: str | None = None
+
+
+@dataclass(frozen=True, order=True)
+class NewCarePart:
+    """New care (not a correction) summed over every registration that settles the same way.
+
+    A registration's cost is split equally over its attributed pupils, each part to the pupil's residence.
+    Parts with the same residence, pupil count and routing day (participation, hence routing, is the same on
+    every day that maps to it: `routing_days`) settle identically, so only their integer sums matter:
+    sum(cost_i / (60 p)) == sum(cost_i) / (60 p), exact either way. A registration listing two pupils of
+    one residence adds its whole cost twice here (two parts of cost / 2 each).
+    """
+
+    routing_day: dt.date
+    residence: str
+    pupils: int  # how many pupils the registrations listed (or were attributed to)
+    cost_cent_minutes: int  # sum of the registrations' whole cost, once per part
+    minutes: int  # likewise for minutes
+
+
+@dataclass(frozen=True)
+class CareSummary:
+    """Everything a close needs of an arrangement's care lines, summed where summing loses nothing.
+
+    `summarise_care` derives it from the lines (the reference, used by the tests and small callers); the
+    settlement service asks its database for the same sums (services/settlement/queries.py), so a close at
+    region scale never walks a million registrations in Python. The two are tested to agree.
+    """
+
+    # The cumulative cost the lines give for the previous close (it must equal what that close settled).
+    reproduced_cost_cent_minutes: int
+    # Registrations dated after the previous close's end (every date when there is none) up to this
+    # period's end, not voided: this close's own care.
+    new_cost_cent_minutes: int
+    new_rates: frozenset[int]  # hourly rates (cent-minutes per minute) of that care, where exact
+    new_parts: tuple[NewCarePart, ...]  # that care per (routing day, residence, pupils)
+    # Registrations dated in an already closed period whose status changed since it was closed (learned
+    # late, or voided late): settled one by one as correction lines, oldest date first.
+    corrections: tuple["CareLine", ...]
+    # The highest close count any line claims to be learned or voided after (sanity check).
+    latest_close_seen: int = 0
 
 
 class Bucket(NamedTuple):
@@ -423,6 +466,103 @@ def _route(code: str, day: dt.date, policy: str, host: str,
     return Bucket(host, absorbed_from=code)
 
 
+def routing_days(municipalities: Mapping[str, Municipality], after: dt.date | None,
+                 period_end: dt.date) -> tuple[dt.date, ...]:
+    """The days that stand for every care day after `after` up to `period_end` when routing it.
+
+    Routing (`_route`, `_participates`) depends on the day only through participation, which changes only
+    where some municipality's participation period starts or ends. Between two such changes every day
+    routes alike, so each stretch is represented by its last day. Ascending, `period_end` last; a care date
+    routes like the first routing day on or after it (`routing_day_of`). One day when nothing changes.
+    """
+    changes: set[dt.date] = set()
+    for municipality in municipalities.values():
+        for period in municipality.participation or ():
+            changes.add(period.valid_from)
+            if period.valid_until is not None and period.valid_until < dt.date.max:
+                changes.add(period.valid_until + ONE_DAY)
+    days = {day - ONE_DAY for day in changes
+            if dt.date.min < day <= period_end and (after is None or day - ONE_DAY > after)}
+    return tuple(sorted(days)) + (period_end,)
+
+
+def participating_days(municipalities: Mapping[str, Municipality], code: str, start: dt.date, end: dt.date) -> int:
+    """Days of [start, end] on which municipality `code` participates (none when it is not registered)."""
+    municipality = municipalities.get(code)
+    if municipality is None:
+        return 0
+    if municipality.participation is None:
+        return (end - start).days + 1
+    # Walk the stretches of equal participation (its periods may overlap, so not a sum of overlaps).
+    total, first = 0, start
+    for last in routing_days({code: municipality}, start - ONE_DAY, end):
+        if municipality.participates_on(last):
+            total += (last - first).days + 1
+        first = last + ONE_DAY
+    return total
+
+
+def routing_day_of(day: dt.date, days: Sequence[dt.date]) -> dt.date:
+    """The routing day (`routing_days`) that stands for care dated `day` (at most the last one)."""
+    return days[min(bisect_left(days, day), len(days) - 1)]
+
+
+def _exact_rate(cost_cent_minutes: int, minutes: int) -> int | None:
+    """The hourly rate behind a registration's cost (cent-minutes per minute), when it divides exactly."""
+    if minutes and cost_cent_minutes % minutes == 0:
+        return cost_cent_minutes // minutes
+    return None
+
+
+def summarise_care(context: ArrangementContext, lines: Iterable[CareLine], history: Sequence[Close],
+                   period_end: dt.date) -> CareSummary:
+    """The reference `CareSummary` of `lines` for closing the next period (ending `period_end`).
+
+    A line is this close's own care when it is dated after the previous close's end and counts in this
+    close; a correction when it is dated in a closed period and counted differently by the previous close
+    than by this one (`included_in_close`).
+    """
+    known_lines = list(lines)
+    closes_made = len(history)
+    _check_lines(known_lines, closes_made)
+    sequence = closes_made + 1
+    previous = history[-1] if history else None
+    reproduced = cumulative_cost_cent_minutes(known_lines, previous.sequence, previous.period_end) \
+        if previous is not None else 0
+    days = routing_days(context.municipalities, previous.period_end if previous else None, period_end)
+    parts: dict[tuple[dt.date, str, int], list[int]] = defaultdict(lambda: [0, 0])
+    new_cost = 0
+    rates: set[int] = set()
+    corrections = []
+    for line in sorted(known_lines, key=lambda item: (item.date, item.registration_id)):
+        in_previous = previous is not None and included_in_close(line, previous.sequence, previous.period_end)
+        if int(included_in_close(line, sequence, period_end)) == int(in_previous):
+            continue
+        if previous is None or line.date > previous.period_end:
+            new_cost += line.cost_cent_minutes
+            rate = _exact_rate(line.cost_cent_minutes, line.minutes)
+            if rate is not None:
+                rates.add(rate)
+            routing_day = routing_day_of(line.date, days)
+            pupils = len(line.attributions)
+            for _pupil_ref, residence in line.attributions:
+                part = parts[(routing_day, residence, pupils)]
+                part[0] += line.cost_cent_minutes
+                part[1] += line.minutes
+        else:
+            corrections.append(line)
+    return CareSummary(
+        reproduced_cost_cent_minutes=reproduced,
+        new_cost_cent_minutes=new_cost,
+        new_rates=frozenset(rates),
+        new_parts=tuple(NewCarePart(day, residence, pupils, cost, minutes)
+                        for (day, residence, pupils), (cost, minutes) in sorted(parts.items())),
+        corrections=tuple(corrections),
+        latest_close_seen=max((max(line.known_since_close, line.voided_since_close or 0) for line in known_lines),
+                              default=0),
+    )
+
+
 @dataclass
 class PeriodBasis:
     """The split basis of a period: weights per bucket and the counts statements show."""
@@ -476,8 +616,8 @@ def period_basis(context: ArrangementContext, period_start: dt.date, period_end:
             counts[code] += weight
             if weight == 0:
                 continue
-            participating = period_days if code == host else sum(
-                1 for day in _days(period_start, period_end) if _participates(munis, code, day))
+            participating = period_days if code == host else participating_days(munis, code, period_start,
+                                                                                period_end)
             if participating:
                 weights[Bucket(code)] += Fraction(weight * participating, period_days)
             if participating < period_days:
@@ -487,8 +627,8 @@ def period_basis(context: ArrangementContext, period_start: dt.date, period_end:
                 weights[bucket] += Fraction(weight * (period_days - participating), period_days)
 
     for code in counts:
-        basis.participating_days[code] = period_days if code == host else sum(
-            1 for day in _days(period_start, period_end) if _participates(munis, code, day))
+        basis.participating_days[code] = period_days if code == host else participating_days(
+            munis, code, period_start, period_end)
     basis.weights = {b: w for b, w in weights.items() if w != 0}
     basis.counts = dict(counts)
     return basis
@@ -550,12 +690,10 @@ class _CloseBuilder:
         self.resident_participated: dict[str, bool] = {}
         self.care_cost_cent_minutes = 0
         self.correction_cost_cent_minutes = 0
-        # Hot path of a close (one entry per attributed pupil of every line): new care is summed as integers
-        # per (statement line, pupil count) and per (residence, pupil count), and turned into Fractions once
-        # in `settle_pending`. Exact either way: sum(a_i / (60 p)) == (sum a_i) / (60 p).
+        # New care is summed as integers per (statement line, pupil count) and per (residence, pupil count),
+        # and turned into Fractions once in `settle_pending`. Exact: sum(a_i / (60 p)) == (sum a_i) / (60 p).
         self._pending_lines: dict[tuple[str, LineKey, int], list[int]] = {}
         self._pending_residents: dict[tuple[str, int], list[int]] = {}
-        self._routes: dict[tuple[str, dt.date, str, str], tuple[Bucket, bool]] = {}
 
     def add(self, municipality: str, key: LineKey, exact_cents: Fraction, basis_unit: str,
             basis_value: Fraction, **details: Any) -> None:
@@ -566,16 +704,14 @@ class _CloseBuilder:
         line.basis_value += basis_value
 
     def note_rate(self, line: CareLine) -> None:
-        if line.minutes and line.cost_cent_minutes % line.minutes == 0:
-            self.rates.add(line.cost_cent_minutes // line.minutes)
+        rate = _exact_rate(line.cost_cent_minutes, line.minutes)
+        if rate is not None:
+            self.rates.add(rate)
 
-    def add_registration_parts(self, line: CareLine, sign: int, key: str, policy: str,
-                               host: str, correction_of: Close | None) -> None:
+    def add_correction_parts(self, line: CareLine, sign: int, key: str, policy: str, host: str,
+                             correction_of: Close) -> None:
         """residence_hours / host_pays: equal parts per attributed pupil, each to its residence that day."""
         pupils = len(line.attributions)
-        if correction_of is None:
-            self._add_new_care_parts(line, sign, key, policy, host, pupils)
-            return
         for _pupil_ref, residence in line.attributions:
             exact = Fraction(sign * line.cost_cent_minutes, CENT_MINUTES_PER_CENT * pupils)
             minutes = Fraction(sign * line.minutes, pupils)
@@ -587,37 +723,29 @@ class _CloseBuilder:
                      original_period=(correction_of.period_start, correction_of.period_end),
                      registration_date=line.date, late_void=sign < 0)
 
-    def _add_new_care_parts(self, line: CareLine, sign: int, key: str, policy: str, host: str, pupils: int) -> None:
-        """add_registration_parts for new care (not a correction), as integer sums; see `settle_pending`."""
-        cost, minutes = sign * line.cost_cent_minutes, sign * line.minutes
+    def add_new_care(self, part: NewCarePart, key: str, policy: str, host: str) -> None:
+        """residence_hours / host_pays: this close's own care, as integer sums; see `settle_pending`."""
+        residence, day, pupils = part.residence, part.routing_day, part.pupils
         municipalities = self.context.municipalities
-        for _pupil_ref, residence in line.attributions:
-            route_key = (residence, line.date, key, policy)
-            routed = self._routes.get(route_key)
-            if routed is None:
-                bucket = Bucket(host) if key == "host_pays" else _route(residence, line.date, policy, host,
-                                                                        municipalities)
-                participated = residence == host or _participates(municipalities, residence, line.date)
-                routed = self._routes[route_key] = (bucket, participated)
-            bucket, participated = routed
-            if residence not in self.resident_minutes:  # first sight: keep the order the Fractions had
-                self.resident_minutes[residence] = Fraction(0)
-                self.resident_cost[residence] = Fraction(0)
-            resident = self._pending_residents.get((residence, pupils))
-            if resident is None:
-                resident = self._pending_residents[(residence, pupils)] = [0, 0]
-            resident[0] += cost
-            resident[1] += minutes
-            if not participated or residence not in self.resident_participated:
-                self.resident_participated[residence] = self.resident_participated.get(residence, True) and participated
-            line_key = LineKey(1 if bucket.absorbed_from else 0, bucket.absorbed_from, bucket.non_participating)
-            pending = self._pending_lines.get((bucket.municipality, line_key, pupils))
-            if pending is None:
-                if line_key not in self.lines[bucket.municipality]:
-                    self.add(bucket.municipality, line_key, Fraction(0), "attributed_minutes", Fraction(0))
-                pending = self._pending_lines[(bucket.municipality, line_key, pupils)] = [0, 0]
-            pending[0] += cost
-            pending[1] += minutes
+        bucket = Bucket(host) if key == "host_pays" else _route(residence, day, policy, host, municipalities)
+        participated = residence == host or _participates(municipalities, residence, day)
+        if residence not in self.resident_minutes:
+            self.resident_minutes[residence] = Fraction(0)
+            self.resident_cost[residence] = Fraction(0)
+        resident = self._pending_residents.get((residence, pupils))
+        if resident is None:
+            resident = self._pending_residents[(residence, pupils)] = [0, 0]
+        resident[0] += part.cost_cent_minutes
+        resident[1] += part.minutes
+        self.resident_participated[residence] = self.resident_participated.get(residence, True) and participated
+        line_key = LineKey(1 if bucket.absorbed_from else 0, bucket.absorbed_from, bucket.non_participating)
+        pending = self._pending_lines.get((bucket.municipality, line_key, pupils))
+        if pending is None:
+            if line_key not in self.lines[bucket.municipality]:  # zero cost still creates the line
+                self.add(bucket.municipality, line_key, Fraction(0), "attributed_minutes", Fraction(0))
+            pending = self._pending_lines[(bucket.municipality, line_key, pupils)] = [0, 0]
+        pending[0] += part.cost_cent_minutes
+        pending[1] += part.minutes
 
     def settle_pending(self) -> None:
         """Add the integer sums of new care to the lines and the residence view, as exact Fractions."""
@@ -658,46 +786,52 @@ def close_period(context: ArrangementContext, lines: Iterable[CareLine], history
     `period_end` that no earlier close settled: the period's care, care dated in a gap before the period
     that was never closed, and corrections for earlier periods (late registrations, late voids).
     """
+    _check_history(context.arrangement_id, history)
+    check_period(context.arrangement, history, period_start, period_end)
+    return close_summarised(context, summarise_care(context, lines, history, period_end), history,
+                            period_start, period_end, issued_on)
+
+
+def close_summarised(context: ArrangementContext, care: CareSummary, history: Sequence[Close],
+                     period_start: dt.date, period_end: dt.date, issued_on: dt.date) -> CloseResult:
+    """`close_period` from the care lines' summary (`summarise_care`, or the database's equal sums)."""
     arrangement = context.arrangement
     policy = arrangement.settlement
     host = context.host_municipality
-    known_lines = list(lines)
     _check_history(context.arrangement_id, history)
     check_period(arrangement, history, period_start, period_end)
     closes_made = len(history)
-    _check_lines(known_lines, closes_made)
+    if care.latest_close_seen > closes_made:
+        raise SettlementError(f"registrations of {context.arrangement_id} claim to be learned after close "
+                              f"{care.latest_close_seen}, but only {closes_made} closes exist")
     sequence = closes_made + 1
     previous = history[-1] if history else None
 
-    if previous is not None:
-        recomputed = cumulative_cost_cent_minutes(known_lines, previous.sequence, previous.period_end)
-        if recomputed != previous.cumulative_cost_cent_minutes:
-            # The known_since_close marks do not reproduce what the last close settled: refuse rather
-            # than issue figures that break the exactness rule.
-            raise SettlementError(
-                f"registrations do not reproduce close {previous.sequence} of {context.arrangement_id}: it "
-                f"settled {previous.cumulative_cost_cent_minutes} cent-minutes, the registrations give {recomputed}"
-            )
+    if previous is not None and care.reproduced_cost_cent_minutes != previous.cumulative_cost_cent_minutes:
+        # The known_since_close marks do not reproduce what the last close settled: refuse rather
+        # than issue figures that break the exactness rule.
+        raise SettlementError(
+            f"registrations do not reproduce close {previous.sequence} of {context.arrangement_id}: it "
+            f"settled {previous.cumulative_cost_cent_minutes} cent-minutes, the registrations give "
+            f"{care.reproduced_cost_cent_minutes}"
+        )
 
     basis = period_basis(context, period_start, period_end) if policy.key in PERIOD_KEYS else None
     builder = _CloseBuilder(context)
-    period_care_cent_minutes = 0
-    for line in sorted(known_lines, key=lambda item: (item.date, item.registration_id)):
+    # This close's own care: per pupil part under the registration keys, one total under the period keys.
+    builder.care_cost_cent_minutes = care.new_cost_cent_minutes
+    builder.rates.update(care.new_rates)
+    period_care_cent_minutes = care.new_cost_cent_minutes if basis is not None else 0
+    if basis is None:
+        for part in care.new_parts:
+            builder.add_new_care(part, policy.key, policy.non_participating, host)
+    # Facts about already closed periods: corrections, each split the way its period was split.
+    for line in care.corrections:
         in_previous = previous is not None and included_in_close(line, previous.sequence, previous.period_end)
-        in_this = included_in_close(line, sequence, period_end)
-        sign = int(in_this) - int(in_previous)
-        if sign == 0:
-            continue
+        sign = int(included_in_close(line, sequence, period_end)) - int(in_previous)
+        if sign == 0 or previous is None or line.date > previous.period_end:
+            raise SettlementError(f"registration {line.registration_id} is not a correction for this close")
         builder.note_rate(line)
-        if previous is None or line.date > previous.period_end:
-            # New care for this close (sign is +1: nothing after the previous end was settled before).
-            builder.care_cost_cent_minutes += line.cost_cent_minutes
-            if basis is None:
-                builder.add_registration_parts(line, sign, policy.key, policy.non_participating, host, None)
-            else:
-                period_care_cent_minutes += line.cost_cent_minutes
-            continue
-        # A fact about an already closed period: a correction, split the way that period was split.
         original = _covering_close(history, line.date)
         builder.correction_cost_cent_minutes += sign * line.cost_cent_minutes
         if original.key in PERIOD_KEYS:
@@ -709,8 +843,8 @@ def close_period(context: ArrangementContext, lines: Iterable[CareLine], history
                 )
             builder.add_weighted(sign * line.cost_cent_minutes, weights, "share", original, line)
         else:
-            builder.add_registration_parts(line, sign, original.key, original.non_participating_policy,
-                                           original.host_municipality, original)
+            builder.add_correction_parts(line, sign, original.key, original.non_participating_policy,
+                                         original.host_municipality, original)
 
     builder.settle_pending()
     correction_period = period_start > arrangement.end
@@ -894,9 +1028,8 @@ def _statement(context: ArrangementContext, builder: _CloseBuilder, basis: Perio
         own = builder.resident_minutes.get(municipality, Fraction(0))
         summary.update(municipality_count=_decimal(own), total_count=_decimal(total_minutes),
                        share=_decimal(own / total_minutes, 6) if total_minutes else "0",
-                       participating_days=period_days if municipality == context.host_municipality else sum(
-                           1 for d in _days(period_start, period_end)
-                           if _participates(context.municipalities, municipality, d)))
+                       participating_days=period_days if municipality == context.host_municipality else
+                       participating_days(context.municipalities, municipality, period_start, period_end))
 
     statement: dict[str, Any] = {
         "schema_version": STATEMENT_SCHEMA_VERSION,
@@ -947,7 +1080,8 @@ def _residence_breakdown(context: ArrangementContext, builder: _CloseBuilder) ->
 
 __all__ = [
     "ArrangementContext", "Bucket", "CareLine", "Close", "CloseResult", "LineKey", "PeriodAlreadyClosedError",
-    "PeriodBasis", "PeriodConflictError", "SettlementError", "check_period", "close_period",
+    "CareSummary", "NewCarePart", "PeriodBasis", "PeriodConflictError", "SettlementError", "check_period",
+    "close_period", "close_summarised", "routing_day_of", "routing_days", "summarise_care",
     "cumulative_cost_cent_minutes", "education_applied_cents", "find_identical_close",
     "included_in_close", "invariant_problems", "net_cost_cents", "period_basis", "period_problems",
     "settled_cents", "split_exact", "unsettled_cents",

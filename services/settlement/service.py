@@ -24,8 +24,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.settlement import books
-from services.settlement.domain import (ArrangementContext, CareLine, Close, PeriodAlreadyClosedError,
-                                        close_period, cumulative_cost_cent_minutes, education_applied_cents,
+from services.settlement import queries
+from services.settlement.domain import (PERIOD_KEYS, ArrangementContext, CareLine, Close, PeriodAlreadyClosedError,
+                                        close_summarised, cumulative_cost_cent_minutes, education_applied_cents,
                                         find_identical_close, invariant_problems, net_cost_cents)
 from shared import topics
 from shared.db import readonly
@@ -217,9 +218,11 @@ class SettlementService:
             identical = find_identical_close(history, request.period_start, request.period_end)
             if identical is not None:
                 return CloseOutcome(False, identical, await self._close_statements(conn, identical))
-            lines = await self._lines(conn, arrangement_id)
+            care = await queries.care_summary(conn, self.registry, arrangement_id, history, request.period_end,
+                                              with_parts=context.arrangement.settlement.key not in PERIOD_KEYS)
             try:
-                result = close_period(context, lines, history, request.period_start, request.period_end, today())
+                result = close_summarised(context, care, history, request.period_start, request.period_end,
+                                          today())
             except PeriodAlreadyClosedError as exc:  # unreachable after find_identical_close; kept for safety
                 return CloseOutcome(False, exc.close, await self._close_statements(conn, exc.close))
             close = result.close
@@ -257,25 +260,6 @@ class SettlementService:
         rows = (await conn.execute(select(books.closes.c.record).where(books.closes.c.arrangement_id == arrangement_id)
                                    .order_by(books.closes.c.sequence))).scalars()
         return [Close.from_dict(orjson.loads(record)) for record in rows]
-
-    async def _lines(self, conn: AsyncConnection, arrangement_id: str) -> list[CareLine]:
-        cl = books.care_lines
-        rows = (await conn.execute(select(cl.c.registration_id, cl.c.date, cl.c.cost_cent_minutes, cl.c.minutes,
-                                          cl.c.attributions, cl.c.attributed_to, cl.c.voided,
-                                          cl.c.known_since_close, cl.c.voided_since_close)
-                                   .where(cl.c.arrangement_id == arrangement_id))).all()
-        # The hot path of a close at region scale: plain tuples, and each distinct attribution list (the
-        # same pupils are listed again and again) parsed once.
-        parsed: dict[bytes, tuple[tuple[str, str], ...]] = {}
-        lines = []
-        for rid, day, cost, minutes, blob, attributed_to, voided, known, voided_since in rows:
-            attributions = parsed.get(blob)
-            if attributions is None:
-                attributions = parsed[blob] = tuple(map(tuple, orjson.loads(blob)))
-            lines.append(CareLine(registration_id=rid, date=day, cost_cent_minutes=cost, minutes=minutes,
-                                  attributions=attributions, attributed_to=attributed_to, voided=voided,
-                                  known_since_close=known, voided_since_close=voided_since))
-        return lines
 
     async def _close_statements(self, conn: AsyncConnection, close: Close) -> list[dict[str, Any]]:
         st = books.statements
@@ -323,7 +307,7 @@ class SettlementService:
                 ids = [a for a in ids if a == arrangement_id]
             report = []
             for arr_id in ids:
-                lines = await self._lines(conn, arr_id)
+                lines = await queries.care_lines(conn, arr_id)
                 history = await self._history(conn, arr_id)
                 issued = int((await conn.execute(select(func.coalesce(func.sum(st.c.total_cents), 0))
                                                  .where(st.c.arrangement_id == arr_id))).scalar_one())
