@@ -92,11 +92,12 @@ def fill(db: Path, arrangement_ids: list[str], homes: dict[str, list[tuple[str, 
             listed = rng.sample(kids, rng.randint(1, 3))
             rows.append((f"r{n}", arrangement_id, f"school-{a:04d}",
                          (YEAR_START + dt.timedelta(days=n % days)).isoformat(), minutes, minutes * RATE,
-                         orjson.dumps([[ref, home] for ref, home in listed]), "listed", 0, 0, None))
+                         orjson.dumps([[ref, home] for ref, home in listed]), books.residences_column(listed),
+                         "listed", 0, 0, None))
             n += 1
         conn.executemany("INSERT INTO care_lines (registration_id, arrangement_id, school_id, date, minutes, "
-                         "cost_cent_minutes, attributions, attributed_to, known_since_close, voided, "
-                         "voided_since_close) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+                         "cost_cent_minutes, attributions, residences, attributed_to, known_since_close, voided, "
+                         "voided_since_close) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
         conn.execute("INSERT INTO arrangement_state (arrangement_id, closes_made) VALUES (?, 0)", (arrangement_id,))
     conn.commit()
     conn.close()

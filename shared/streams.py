@@ -50,6 +50,7 @@ class ServiceRuntime:
     registry: RegistryCopy
     registry_store: RegistryStore
     relay: OutboxRelay
+    upgrade: Callable[[AsyncEngine], Awaitable[None]] | None = None
     started_at: float = field(default_factory=time.monotonic)
     ready_checks: list[Callable[[], bool]] = field(default_factory=list)
     # Set once the tables exist and the registry copy is loaded; agents wait for it before consuming.
@@ -78,7 +79,10 @@ def _cap_faust_fetch_wait(max_wait_ms: int) -> None:
     driver.aiokafka = types.SimpleNamespace(**{**vars(driver.aiokafka), "AIOKafkaConsumer": CappedFetchWaitConsumer})
 
 
-def make_runtime(name: str, metadata: MetaData, settings: Settings | None = None) -> ServiceRuntime:
+def make_runtime(name: str, metadata: MetaData, settings: Settings | None = None,
+                 upgrade: Callable[[AsyncEngine], Awaitable[None]] | None = None) -> ServiceRuntime:
+    """The service's Faust app, database, outbox relay and registry copy; `upgrade` brings books made by an
+    earlier version up to date after the tables are created."""
     settings = settings or get_settings()
     _cap_faust_fetch_wait(fetch_wait_ms(settings))
     bootstrap = settings.bootstrap()
@@ -109,7 +113,7 @@ def make_runtime(name: str, metadata: MetaData, settings: Settings | None = None
         name=name, settings=settings, app=app, metadata=metadata, engine=engine, outbox=outbox,
         relay_state=relay_state, registry=registry,
         registry_store=RegistryStore(engine, registry_docs, registry),
-        relay=OutboxRelay(name, engine, outbox, relay_state, settings),
+        relay=OutboxRelay(name, engine, outbox, relay_state, settings), upgrade=upgrade,
     )
     _install_common(runtime)
     return runtime
@@ -124,6 +128,8 @@ def _install_common(rt: ServiceRuntime) -> None:
     @app.task
     async def _start_books() -> None:
         await create_tables(rt.engine, rt.metadata)
+        if rt.upgrade is not None:
+            await rt.upgrade(rt.engine)
         await rt.registry_store.load()
         rt.books_ready.set()
         app.loop.create_task(follower.run())

@@ -2,8 +2,14 @@
 issued (immutable), the event ids it applied (idempotent consumer), plus outbox and registry copy."""
 from __future__ import annotations
 
+from typing import Iterable, Sequence
+
+import orjson
 from sqlalchemy import (Boolean, Column, Date, DateTime, Index, Integer, LargeBinary, MetaData, String, Table,
-                        UniqueConstraint)
+                        UniqueConstraint, bindparam, inspect, select, update)
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.settlement.domain import residences_of
 
 metadata = MetaData()
 
@@ -25,6 +31,10 @@ care_lines = Table(
     Column("minutes", Integer, nullable=False),
     Column("cost_cent_minutes", Integer, nullable=False),
     Column("attributions", LargeBinary, nullable=False),  # JSON [[pupil_ref, municipality], ...]
+    # The attributed pupils' residences, sorted, space-separated ("GM0984 GM0984 GM1507"): what a close
+    # groups new care by (queries.care_summary). Nullable only for books made before it existed; `upgrade`
+    # fills it in at start-up.
+    Column("residences", String(1000), nullable=True),
     Column("attributed_to", String(10), nullable=False),
     Column("known_since_close", Integer, nullable=False),
     Column("voided", Boolean, nullable=False, default=False),
@@ -74,3 +84,23 @@ statements = Table(
 )
 Index("ix_statements_municipality", statements.c.municipality, statements.c.arrangement_id)
 Index("ix_statements_arrangement", statements.c.arrangement_id, statements.c.close_sequence)
+
+
+def residences_column(attributions: Iterable[Sequence[str]]) -> str:
+    """care_lines.residences of a registration's (pupil_ref, municipality) attributions."""
+    return " ".join(residences_of((ref, home) for ref, home in attributions))
+
+
+async def upgrade(engine: AsyncEngine) -> None:
+    """Bring books made by an earlier version up to this schema (runs after create_tables, idempotent)."""
+    async with engine.begin() as conn:
+        columns = await conn.run_sync(lambda sync: {c["name"] for c in inspect(sync).get_columns("care_lines")})
+        if "residences" not in columns:
+            await conn.exec_driver_sql("ALTER TABLE care_lines ADD COLUMN residences VARCHAR(1000)")
+        rows = (await conn.execute(select(care_lines.c.registration_id, care_lines.c.attributions)
+                                   .where(care_lines.c.residences.is_(None)))).all()
+        if rows:
+            await conn.execute(
+                update(care_lines).where(care_lines.c.registration_id == bindparam("rid"))
+                .values(residences=bindparam("homes")),
+                [{"rid": rid, "homes": residences_column(orjson.loads(doc))} for rid, doc in rows])

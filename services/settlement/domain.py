@@ -138,21 +138,19 @@ class ArrangementContext:
 
 
 @dataclass(frozen=True, order=True)
-class NewCarePart:
+class NewCare:
     """New care (not a correction) summed over every registration that settles the same way.
 
-    A registration's cost is split equally over its attributed pupils, each part to the pupil's residence.
-    Parts with the same residence, pupil count and routing day (participation, hence routing, is the same on
-    every day that maps to it: `routing_days`) settle identically, so only their integer sums matter:
-    sum(cost_i / (60 p)) == sum(cost_i) / (60 p), exact either way. A registration listing two pupils of
-    one residence adds its whole cost twice here (two parts of cost / 2 each).
+    A registration's cost is split equally over its attributed pupils, each part to the pupil's residence
+    on the care date. Registrations with the same residences (one per pupil, sorted) and the same routing
+    day (participation, hence routing, is the same on every day that maps to it: `routing_days`) settle
+    identically, so only their integer sums matter: sum(cost_i / (60 p)) == sum(cost_i) / (60 p), exact.
     """
 
     routing_day: dt.date
-    residence: str
-    pupils: int  # how many pupils the registrations listed (or were attributed to)
-    cost_cent_minutes: int  # sum of the registrations' whole cost, once per part
-    minutes: int  # likewise for minutes
+    residences: tuple[str, ...]  # one per attributed pupil, sorted; a residence twice for two pupils there
+    cost_cent_minutes: int
+    minutes: int
 
 
 @dataclass(frozen=True)
@@ -170,7 +168,7 @@ class CareSummary:
     # period's end, not voided: this close's own care.
     new_cost_cent_minutes: int
     new_rates: frozenset[int]  # hourly rates (cent-minutes per minute) of that care, where exact
-    new_parts: tuple[NewCarePart, ...]  # that care per (routing day, residence, pupils)
+    new_care: tuple[NewCare, ...]  # that care per (routing day, residences), sorted
     # Registrations dated in an already closed period whose status changed since it was closed (learned
     # late, or voided late): settled one by one as correction lines, oldest date first.
     corrections: tuple["CareLine", ...]
@@ -507,6 +505,11 @@ def routing_day_of(day: dt.date, days: Sequence[dt.date]) -> dt.date:
     return days[min(bisect_left(days, day), len(days) - 1)]
 
 
+def residences_of(attributions: Iterable[tuple[str, str]]) -> tuple[str, ...]:
+    """The residences of a registration's attributed pupils, sorted: what its new care settles by."""
+    return tuple(sorted(residence for _pupil_ref, residence in attributions))
+
+
 def _exact_rate(cost_cent_minutes: int, minutes: int) -> int | None:
     """The hourly rate behind a registration's cost (cent-minutes per minute), when it divides exactly."""
     if minutes and cost_cent_minutes % minutes == 0:
@@ -530,7 +533,7 @@ def summarise_care(context: ArrangementContext, lines: Iterable[CareLine], histo
     reproduced = cumulative_cost_cent_minutes(known_lines, previous.sequence, previous.period_end) \
         if previous is not None else 0
     days = routing_days(context.municipalities, previous.period_end if previous else None, period_end)
-    parts: dict[tuple[dt.date, str, int], list[int]] = defaultdict(lambda: [0, 0])
+    groups: dict[tuple[dt.date, tuple[str, ...]], list[int]] = defaultdict(lambda: [0, 0])
     new_cost = 0
     rates: set[int] = set()
     corrections = []
@@ -543,20 +546,17 @@ def summarise_care(context: ArrangementContext, lines: Iterable[CareLine], histo
             rate = _exact_rate(line.cost_cent_minutes, line.minutes)
             if rate is not None:
                 rates.add(rate)
-            routing_day = routing_day_of(line.date, days)
-            pupils = len(line.attributions)
-            for _pupil_ref, residence in line.attributions:
-                part = parts[(routing_day, residence, pupils)]
-                part[0] += line.cost_cent_minutes
-                part[1] += line.minutes
+            group = groups[(routing_day_of(line.date, days), residences_of(line.attributions))]
+            group[0] += line.cost_cent_minutes
+            group[1] += line.minutes
         else:
             corrections.append(line)
     return CareSummary(
         reproduced_cost_cent_minutes=reproduced,
         new_cost_cent_minutes=new_cost,
         new_rates=frozenset(rates),
-        new_parts=tuple(NewCarePart(day, residence, pupils, cost, minutes)
-                        for (day, residence, pupils), (cost, minutes) in sorted(parts.items())),
+        new_care=tuple(NewCare(day, residences, cost, minutes)
+                       for (day, residences), (cost, minutes) in sorted(groups.items())),
         corrections=tuple(corrections),
         latest_close_seen=max((max(line.known_since_close, line.voided_since_close or 0) for line in known_lines),
                               default=0),
@@ -694,6 +694,7 @@ class _CloseBuilder:
         # and turned into Fractions once in `settle_pending`. Exact: sum(a_i / (60 p)) == (sum a_i) / (60 p).
         self._pending_lines: dict[tuple[str, LineKey, int], list[int]] = {}
         self._pending_residents: dict[tuple[str, int], list[int]] = {}
+        self._routes: dict[tuple[str, dt.date], tuple[Bucket, bool]] = {}  # one close: one key and policy
 
     def add(self, municipality: str, key: LineKey, exact_cents: Fraction, basis_unit: str,
             basis_value: Fraction, **details: Any) -> None:
@@ -723,29 +724,34 @@ class _CloseBuilder:
                      original_period=(correction_of.period_start, correction_of.period_end),
                      registration_date=line.date, late_void=sign < 0)
 
-    def add_new_care(self, part: NewCarePart, key: str, policy: str, host: str) -> None:
+    def add_new_care(self, care: NewCare, key: str, policy: str, host: str) -> None:
         """residence_hours / host_pays: this close's own care, as integer sums; see `settle_pending`."""
-        residence, day, pupils = part.residence, part.routing_day, part.pupils
+        day, pupils = care.routing_day, len(care.residences)
         municipalities = self.context.municipalities
-        bucket = Bucket(host) if key == "host_pays" else _route(residence, day, policy, host, municipalities)
-        participated = residence == host or _participates(municipalities, residence, day)
-        if residence not in self.resident_minutes:
-            self.resident_minutes[residence] = Fraction(0)
-            self.resident_cost[residence] = Fraction(0)
-        resident = self._pending_residents.get((residence, pupils))
-        if resident is None:
-            resident = self._pending_residents[(residence, pupils)] = [0, 0]
-        resident[0] += part.cost_cent_minutes
-        resident[1] += part.minutes
-        self.resident_participated[residence] = self.resident_participated.get(residence, True) and participated
-        line_key = LineKey(1 if bucket.absorbed_from else 0, bucket.absorbed_from, bucket.non_participating)
-        pending = self._pending_lines.get((bucket.municipality, line_key, pupils))
-        if pending is None:
-            if line_key not in self.lines[bucket.municipality]:  # zero cost still creates the line
-                self.add(bucket.municipality, line_key, Fraction(0), "attributed_minutes", Fraction(0))
-            pending = self._pending_lines[(bucket.municipality, line_key, pupils)] = [0, 0]
-        pending[0] += part.cost_cent_minutes
-        pending[1] += part.minutes
+        for residence in care.residences:
+            routed = self._routes.get((residence, day))
+            if routed is None:
+                bucket = Bucket(host) if key == "host_pays" else _route(residence, day, policy, host, municipalities)
+                participated = residence == host or _participates(municipalities, residence, day)
+                routed = self._routes[(residence, day)] = (bucket, participated)
+            bucket, participated = routed
+            if residence not in self.resident_minutes:
+                self.resident_minutes[residence] = Fraction(0)
+                self.resident_cost[residence] = Fraction(0)
+            resident = self._pending_residents.get((residence, pupils))
+            if resident is None:
+                resident = self._pending_residents[(residence, pupils)] = [0, 0]
+            resident[0] += care.cost_cent_minutes
+            resident[1] += care.minutes
+            self.resident_participated[residence] = self.resident_participated.get(residence, True) and participated
+            line_key = LineKey(1 if bucket.absorbed_from else 0, bucket.absorbed_from, bucket.non_participating)
+            pending = self._pending_lines.get((bucket.municipality, line_key, pupils))
+            if pending is None:
+                if line_key not in self.lines[bucket.municipality]:  # zero cost still creates the line
+                    self.add(bucket.municipality, line_key, Fraction(0), "attributed_minutes", Fraction(0))
+                pending = self._pending_lines[(bucket.municipality, line_key, pupils)] = [0, 0]
+            pending[0] += care.cost_cent_minutes
+            pending[1] += care.minutes
 
     def settle_pending(self) -> None:
         """Add the integer sums of new care to the lines and the residence view, as exact Fractions."""
@@ -823,8 +829,8 @@ def close_summarised(context: ArrangementContext, care: CareSummary, history: Se
     builder.rates.update(care.new_rates)
     period_care_cent_minutes = care.new_cost_cent_minutes if basis is not None else 0
     if basis is None:
-        for part in care.new_parts:
-            builder.add_new_care(part, policy.key, policy.non_participating, host)
+        for new_care in care.new_care:
+            builder.add_new_care(new_care, policy.key, policy.non_participating, host)
     # Facts about already closed periods: corrections, each split the way its period was split.
     for line in care.corrections:
         in_previous = previous is not None and included_in_close(line, previous.sequence, previous.period_end)
@@ -1080,8 +1086,8 @@ def _residence_breakdown(context: ArrangementContext, builder: _CloseBuilder) ->
 
 __all__ = [
     "ArrangementContext", "Bucket", "CareLine", "Close", "CloseResult", "LineKey", "PeriodAlreadyClosedError",
-    "CareSummary", "NewCarePart", "PeriodBasis", "PeriodConflictError", "SettlementError", "check_period",
-    "close_period", "close_summarised", "routing_day_of", "routing_days", "summarise_care",
+    "CareSummary", "NewCare", "PeriodBasis", "PeriodConflictError", "SettlementError", "check_period",
+    "close_period", "close_summarised", "residences_of", "routing_day_of", "routing_days", "summarise_care",
     "cumulative_cost_cent_minutes", "education_applied_cents", "find_identical_close",
     "included_in_close", "invariant_problems", "net_cost_cents", "period_basis", "period_problems",
     "settled_cents", "split_exact", "unsettled_cents",

@@ -1,28 +1,25 @@
 """The settlement books asked for what a close needs: `domain.CareSummary`, summed by the database.
 
 A close at region scale covers a million registrations; walking them in Python costs ~18 us each. The
-sums a close needs do not depend on the single registration (see `domain.NewCarePart`), so the database
-adds them up and only the corrections (registrations dated in an already closed period whose status
-changed since) come back one by one.
+sums a close needs do not depend on the single registration (see `domain.NewCare`), so the database adds
+them up per (routing day, residences) and only the corrections (registrations dated in an already closed
+period whose status changed since) come back one by one. Each line's sorted residences are stored in
+their own column (`care_lines.residences`) when the line is written, so the database groups by a plain
+string instead of taking JSON apart for every registration.
 
 Every filter here mirrors a domain rule, named where it is used (`included_in_close`, `routing_day_of`);
-tests/unit/test_settlement_queries.py checks that these sums equal `domain.summarise_care` on random books.
-The attribution lists are JSON, stored as bytes; the only dialect-specific part is taking them apart
-(SQLite `json_each`, PostgreSQL `jsonb_array_elements`).
-"""
+tests/unit/test_settlement_queries.py checks that these sums equal `domain.summarise_care` on random books."""
 from __future__ import annotations
 
 import datetime as dt
 from typing import Any, Sequence
 
 import orjson
-from sqlalchemy import (ColumnElement, Integer, Text, and_, case, cast, func, literal, literal_column, not_, or_,
-                        select, true)
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import ColumnElement, Integer, String, and_, case, func, literal, not_, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.settlement import books
-from services.settlement.domain import CareLine, CareSummary, Close, NewCarePart, routing_days
+from services.settlement.domain import CareLine, CareSummary, Close, NewCare, routing_days
 from shared.registry import RegistryCopy
 
 cl = books.care_lines
@@ -32,17 +29,6 @@ def _included(close_sequence: int, period_end: dt.date) -> ColumnElement[bool]:
     """domain.included_in_close as SQL: dated by the period end, known before the close, not voided before."""
     return and_(cl.c.date <= period_end, cl.c.known_since_close < close_sequence,
                 or_(cl.c.voided.is_(False), cl.c.voided_since_close >= close_sequence))
-
-
-def _attribution_parts(dialect: str) -> tuple[Any, ColumnElement[Any], ColumnElement[Any]]:
-    """(table of one row per attributed pupil, its residence, the registration's pupil count)."""
-    if dialect == "postgresql":
-        doc = cast(func.convert_from(cl.c.attributions, literal_column("'UTF8'")), JSONB)
-        parts = func.jsonb_array_elements(doc).table_valued("value").lateral("part")
-        return parts, parts.c.value.op("->>")(literal_column("1")), func.jsonb_array_length(doc)
-    doc = cast(cl.c.attributions, Text)
-    parts = func.json_each(doc).table_valued("value").alias("part")
-    return parts, func.json_extract(parts.c.value, "$[1]"), func.json_array_length(doc)
 
 
 def _care_line(row: Any, parsed: dict[bytes, tuple[tuple[str, str], ...]]) -> CareLine:
@@ -68,52 +54,57 @@ async def care_lines(conn: AsyncConnection, arrangement_id: str) -> list[CareLin
 
 
 async def care_summary(conn: AsyncConnection, registry: RegistryCopy, arrangement_id: str, history: Sequence[Close],
-                       period_end: dt.date, with_parts: bool) -> CareSummary:
+                       period_end: dt.date, per_residence: bool) -> CareSummary:
     """domain.summarise_care of the arrangement's stored lines, for closing the period ending `period_end`.
 
-    `with_parts=False` leaves the per-pupil parts out: the period keys split the care total by their own
-    basis and never look at them.
+    `per_residence=False` leaves `new_care` empty: the period keys split the care total by their own basis and
+    never look at who the care was for.
     """
     closes_made = len(history)
     previous = history[-1] if history else None
     sequence = closes_made + 1
     mine = cl.c.arrangement_id == arrangement_id
     # This close's own care: counted by this close, dated after the previous close's end.
-    new_care = and_(mine, _included(sequence, period_end))
+    this_close = and_(mine, _included(sequence, period_end))
     if previous is not None:
-        new_care = and_(new_care, cl.c.date > previous.period_end)
+        this_close = and_(this_close, cl.c.date > previous.period_end)
         reproduced = func.sum(case((_included(previous.sequence, previous.period_end), cl.c.cost_cent_minutes),
                                    else_=0))
     else:
         reproduced = literal(0, Integer)
-    new_cost = func.sum(case((new_care, cl.c.cost_cent_minutes), else_=0))
     totals = (await conn.execute(select(
-        func.coalesce(reproduced, 0), func.coalesce(new_cost, 0),
-        func.coalesce(func.max(cl.c.known_since_close), 0),
+        func.coalesce(reproduced, 0), func.coalesce(func.max(cl.c.known_since_close), 0),
         func.coalesce(func.max(cl.c.voided_since_close), 0),
     ).where(mine))).one()
 
-    # domain._exact_rate: the rate where the cost divides by the minutes.
-    rate = cl.c.cost_cent_minutes // cl.c.minutes
-    rates = frozenset((await conn.execute(select(rate).distinct().where(
-        new_care, cl.c.minutes > 0, cl.c.cost_cent_minutes % cl.c.minutes == 0))).scalars())
-
-    parts: tuple[NewCarePart, ...] = ()
-    if with_parts:
-        days = routing_days(registry.municipalities, previous.period_end if previous else None, period_end)
-        # domain.routing_day_of: the first routing day on or after the care date.
-        routing = case(*[(cl.c.date <= day, index) for index, day in enumerate(days[:-1])],
-                       else_=len(days) - 1) if len(days) > 1 else literal(0, Integer)
-        each, residence, pupils = _attribution_parts(conn.dialect.name)
-        per_pupil = (select(routing.label("routing"), residence.label("residence"), pupils.label("pupils"),
-                            cl.c.cost_cent_minutes, cl.c.minutes)
-                     .select_from(cl).join(each, true()).where(new_care).subquery())
-        rows = (await conn.execute(
-            select(per_pupil.c.routing, per_pupil.c.residence, per_pupil.c.pupils,
-                   func.sum(per_pupil.c.cost_cent_minutes), func.sum(per_pupil.c.minutes))
-            .group_by(per_pupil.c.routing, per_pupil.c.residence, per_pupil.c.pupils))).all()
-        parts = tuple(sorted(NewCarePart(days[index], home, count, int(cost), int(minutes))
-                             for index, home, count, cost, minutes in rows))
+    # domain._exact_rate: the rate where the cost divides by the minutes (NULL where it does not).
+    rate = case((and_(cl.c.minutes > 0, cl.c.cost_cent_minutes % cl.c.minutes == 0),
+                 cl.c.cost_cent_minutes // cl.c.minutes), else_=None)
+    days = routing_days(registry.municipalities, previous.period_end if previous else None, period_end)
+    # domain.routing_day_of: the first routing day on or after the care date.
+    routing = case(*[(cl.c.date <= day, index) for index, day in enumerate(days[:-1])],
+                   else_=len(days) - 1) if len(days) > 1 and per_residence else literal(0, Integer)
+    residences = cl.c.residences if per_residence else literal("", String)
+    # A subquery, so that GROUP BY names plain columns (PostgreSQL would not match the bound parameters of
+    # the CASE in the select list to those in a GROUP BY expression).
+    per_line = (select(routing.label("routing"), residences.label("residences"), rate.label("rate"),
+                       cl.c.cost_cent_minutes, cl.c.minutes).where(this_close).subquery())
+    rows = (await conn.execute(
+        select(per_line.c.routing, per_line.c.residences, per_line.c.rate,
+               func.sum(per_line.c.cost_cent_minutes), func.sum(per_line.c.minutes))
+        .group_by(per_line.c.routing, per_line.c.residences, per_line.c.rate))).all()
+    groups: dict[tuple[dt.date, tuple[str, ...]], list[int]] = {}
+    rates: set[int] = set()
+    new_cost = 0
+    for index, homes, exact_rate, cost, minutes in rows:
+        new_cost += int(cost)
+        if exact_rate is not None:
+            rates.add(int(exact_rate))
+        if per_residence:
+            group = groups.setdefault((days[index], tuple(homes.split(" "))), [0, 0])  # stored sorted
+            group[0] += int(cost)
+            group[1] += int(minutes)
+    new_care = tuple(NewCare(day, homes, cost, minutes) for (day, homes), (cost, minutes) in sorted(groups.items()))
 
     corrections: list[CareLine] = []
     if previous is not None:
@@ -128,9 +119,9 @@ async def care_summary(conn: AsyncConnection, registry: RegistryCopy, arrangemen
 
     return CareSummary(
         reproduced_cost_cent_minutes=int(totals[0]),
-        new_cost_cent_minutes=int(totals[1]),
-        new_rates=frozenset(int(r) for r in rates),
-        new_parts=parts,
+        new_cost_cent_minutes=new_cost,
+        new_rates=frozenset(rates),
+        new_care=new_care,
         corrections=tuple(corrections),
-        latest_close_seen=max(int(totals[2]), int(totals[3])),
+        latest_close_seen=max(int(totals[1]), int(totals[2])),
     )

@@ -127,6 +127,8 @@ class SettlementService:
                         "school_id": event.school_id, "date": event.date, "minutes": event.minutes,
                         "cost_cent_minutes": event.cost_cent_minutes,
                         "attributions": orjson.dumps([[a.pupil_ref, a.municipality] for a in event.attributions]),
+                        "residences": books.residences_column((a.pupil_ref, a.municipality)
+                                                              for a in event.attributions),
                         "attributed_to": event.attributed_to, "known_since_close": made,
                         "voided": voided_early, "voided_since_close": made if voided_early else None,
                     }
@@ -219,7 +221,7 @@ class SettlementService:
             if identical is not None:
                 return CloseOutcome(False, identical, await self._close_statements(conn, identical))
             care = await queries.care_summary(conn, self.registry, arrangement_id, history, request.period_end,
-                                              with_parts=context.arrangement.settlement.key not in PERIOD_KEYS)
+                                              per_residence=context.arrangement.settlement.key not in PERIOD_KEYS)
             try:
                 result = close_summarised(context, care, history, request.period_start, request.period_end,
                                           today())

@@ -100,17 +100,18 @@ async def _compare(lines: list[CareLine], ends: list[int], period_end_day: int) 
                         "registration_id": line.registration_id, "arrangement_id": "arr", "school_id": "focus",
                         "date": line.date, "minutes": line.minutes, "cost_cent_minutes": line.cost_cent_minutes,
                         "attributions": orjson.dumps([list(a) for a in line.attributions]),
+                        "residences": books.residences_column(line.attributions),
                         "attributed_to": line.attributed_to, "known_since_close": line.known_since_close,
                         "voided": line.voided, "voided_since_close": line.voided_since_close} for line in lines])
                 # Another arrangement's lines must not leak into the sums.
                 await conn.execute(books.care_lines.insert().values(
                     registration_id="other", arrangement_id="arr2", school_id="focus", date=YEAR, minutes=60,
-                    cost_cent_minutes=60 * 6500, attributions=b'[["p0","GM1507"]]', attributed_to="listed",
+                    cost_cent_minutes=60 * 6500, attributions=b'[["p0","GM1507"]]', residences="GM1507", attributed_to="listed",
                     known_since_close=0, voided=False, voided_since_close=None))
             history = history_of(ends)
             period_end = YEAR + dt.timedelta(days=period_end_day)
             async with engine.connect() as conn:
-                from_db = await queries.care_summary(conn, registry(), "arr", history, period_end, with_parts=True)
+                from_db = await queries.care_summary(conn, registry(), "arr", history, period_end, per_residence=True)
                 stored = await queries.care_lines(conn, "arr")
         finally:
             await engine.dispose()
@@ -173,3 +174,22 @@ def test_participating_days_count_each_day_once_even_where_periods_overlap() -> 
                          if code in municipalities
                          and municipalities[code].participates_on(start + dt.timedelta(days=offset)))
             assert participating_days(municipalities, code, start, end) == by_day, (code, start, end)
+
+
+async def test_upgrade_adds_and_fills_the_residences_of_books_made_before_they_existed(tmp_path: Path) -> None:
+    engine, _outbox = await service_books(tmp_path, books.metadata, "settlement")
+    try:
+        async with engine.begin() as conn:  # the table as the previous version made it
+            await conn.exec_driver_sql("ALTER TABLE care_lines DROP COLUMN residences")
+            await conn.exec_driver_sql(
+                "INSERT INTO care_lines (registration_id, arrangement_id, school_id, date, minutes, cost_cent_minutes, "
+                "attributions, attributed_to, known_since_close, voided) VALUES "
+                "('r1', 'arr', 'focus', '2025-03-03', 60, 390000, '[[\"p1\",\"GM1507\"],[\"p0\",\"GM0984\"]]', "
+                "'listed', 0, 0)")
+        await books.upgrade(engine)
+        await books.upgrade(engine)  # idempotent
+        async with engine.connect() as conn:
+            residences = (await conn.exec_driver_sql("SELECT residences FROM care_lines")).scalars().all()
+    finally:
+        await engine.dispose()
+    assert residences == ["GM0984 GM1507"]
