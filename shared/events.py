@@ -7,7 +7,7 @@ same event and every consumer can deduplicate on it.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Callable, Literal, Union
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -48,6 +48,28 @@ class HoursSubmitted(Event):
     # registry copy at least this new, so "create group, then post hours" never races.
     registry_version: int
     received_at: dt.datetime
+
+
+_DATETIME: TypeAdapter[dt.datetime] = TypeAdapter(dt.datetime)
+
+
+def hours_submitted_encoder(registry_version: int, received_at: dt.datetime) -> Callable[[str, dict[str, Any]], bytes]:
+    """`encode(event_id, registration_doc)` for one batch of registrations received together.
+
+    The bytes are exactly `HoursSubmitted(event_id=event_id, registration=reg, registry_version=registry_version,
+    received_at=received_at).to_bytes()` when `registration_doc` is `reg.model_dump(mode="json")`, but without
+    building and dumping an event model per registration: the registration is validated already, and the
+    envelope's fields (in `HoursSubmitted`'s field order) are the same for the whole batch. `received_at` is
+    serialised once, by pydantic, as `to_bytes` would. tests/unit/test_gateway_intake.py compares the two.
+    """
+    received = _DATETIME.dump_python(received_at, mode="json")
+
+    def encode(event_id: str, registration_doc: dict[str, Any]) -> bytes:
+        return orjson.dumps({"schema_version": SCHEMA_VERSION, "event_id": event_id, "type": "hours.submitted",
+                             "registration": registration_doc, "registry_version": registry_version,
+                             "received_at": received})
+
+    return encode
 
 
 class VoidRequested(Event):

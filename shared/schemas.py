@@ -10,7 +10,7 @@ import hashlib
 from typing import Annotated, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 from shared.identity import REGISTRATION_ID, SLUG_ID, is_municipality_code, pupil_ref_problem
 from shared.timeutil import in_force_on, today
@@ -218,7 +218,18 @@ class Registration(Model):
 
     def content_hash(self) -> str:
         """Canonical digest of the content: equal for an identical resend, different for any change."""
-        return hashlib.sha256(orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)).hexdigest()
+        return content_hash_of(self.model_dump(mode="json"))
+
+
+# A whole batch in one call into pydantic (validate_python, dump_python) instead of one call per registration:
+# the same Registration schema and validators, item by item.
+REGISTRATIONS: TypeAdapter[list[Registration]] = TypeAdapter(list[Registration])
+
+
+def content_hash_of(registration_doc: dict) -> str:
+    """`Registration.content_hash()` from the registration's `model_dump(mode="json")`, for callers that
+    already hold that dump (the gateway dumps a whole batch at once and reuses it for the events)."""
+    return hashlib.sha256(orjson.dumps(registration_doc, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 class VoidRequest(Model):

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from shared.schemas import Registration
+from shared.schemas import REGISTRATIONS, Registration
 
 
 class BodyError(ValueError):
@@ -136,6 +136,20 @@ def parse_batch(body: bytes, content_type: str) -> list[ItemResult]:
         raw_items = parse_csv(body)
     else:
         raise UnsupportedMediaType(f"unsupported content type {media!r}: use application/json, application/x-ndjson or text/csv")
+    return validate_items(raw_items)
+
+
+def validate_items(raw_items: list[Any]) -> list[ItemResult]:
+    """One ItemResult per raw item, by index. The usual batch, every item a valid registration, is validated
+    in one call (`REGISTRATIONS`: the same schema and validators as `validate_item`); when that finds any
+    problem, every item is validated again on its own, so each invalid one gets exactly its own errors."""
+    if all(type(raw) is dict for raw in raw_items):
+        try:
+            registrations = REGISTRATIONS.validate_python(raw_items)
+        except ValidationError:
+            pass  # per item below
+        else:
+            return [ItemResult(index, reg, reg.registration_id, []) for index, reg in enumerate(registrations)]
     results = []
     for index, raw in enumerate(raw_items):
         if isinstance(raw, _Unreadable):

@@ -12,9 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.gateway import books
 from shared import topics
-from shared.events import HoursSubmitted, RegistryChanged, VoidRequested, submission_event_id, void_event_id
+from shared.events import (RegistryChanged, VoidRequested, hours_submitted_encoder, submission_event_id,
+                           void_event_id)
 from shared.outbox import OutgoingEvent, enqueue
-from shared.schemas import Arrangement, Registration
+from shared.schemas import REGISTRATIONS, Arrangement, Registration, content_hash_of
 from shared.timeutil import intervals_overlap
 
 
@@ -142,6 +143,10 @@ class Intake:
         if not items:
             return result
         now = dt.datetime.now(dt.timezone.utc)
+        # Each registration dumped once (the whole batch in one call): the dump gives its content hash and
+        # goes into its event as it is, identical to what content_hash() and HoursSubmitted.to_bytes() make.
+        docs = REGISTRATIONS.dump_python([reg for _, reg in items], mode="json")
+        digests = [content_hash_of(doc) for doc in docs]
         async with self.engine.begin() as conn:
             version = await current_registry_version(conn)
             ids = list({reg.registration_id for _, reg in items})
@@ -150,24 +155,24 @@ class Intake:
                 rows = (await conn.execute(select(books.submissions.c.registration_id, books.submissions.c.content_hash)
                                            .where(books.submissions.c.registration_id.in_(ids[start:start + 500])))).all()
                 known.update({r.registration_id: r.content_hash for r in rows})
+            encode = hours_submitted_encoder(version, now)
             new_rows: list[dict[str, Any]] = []
             outgoing: list[OutgoingEvent] = []
-            for index, reg in items:
-                digest = reg.content_hash()
-                seen = known.get(reg.registration_id)
+            for (index, reg), doc, digest in zip(items, docs, digests):
+                rid = reg.registration_id
+                seen = known.get(rid)
                 if seen is not None:
                     if seen == digest:
-                        result.duplicates.append(reg.registration_id)
+                        result.duplicates.append(rid)
                     else:
-                        result.conflicts.append((index, reg.registration_id))
+                        result.conflicts.append((index, rid))
                     continue
-                known[reg.registration_id] = digest
-                new_rows.append({"registration_id": reg.registration_id, "school_id": reg.school_id,
-                                 "content_hash": digest, "received_at": now})
-                event = HoursSubmitted(event_id=submission_event_id(reg.registration_id), registration=reg,
-                                       registry_version=version, received_at=now)
-                outgoing.append(OutgoingEvent(topics.HOURS_SUBMITTED, reg.school_id.encode(), event.to_bytes()))
-                result.accepted.append(reg.registration_id)
+                known[rid] = digest
+                new_rows.append({"registration_id": rid, "school_id": reg.school_id, "content_hash": digest,
+                                 "received_at": now})
+                outgoing.append(OutgoingEvent(topics.HOURS_SUBMITTED, reg.school_id.encode(),
+                                              encode(submission_event_id(rid), doc)))
+                result.accepted.append(rid)
             if new_rows:
                 await conn.execute(books.submissions.insert(), new_rows)
                 await enqueue(conn, books.outbox, outgoing)
