@@ -7,14 +7,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.gateway import books
 from shared import topics
 from shared.events import (RegistryChanged, VoidRequested, hours_submitted_encoder, submission_event_id,
                            void_event_id)
-from shared.outbox import OutgoingEvent, enqueue
+from shared.outbox import OutgoingEvent, driver_value, enqueue, insert_rows
 from shared.schemas import REGISTRATIONS, Arrangement, Registration, content_hash_of
 from shared.timeutil import intervals_overlap
 
@@ -133,6 +133,11 @@ class IntakeResult:
     conflicts: list[tuple[int, str]] = field(default_factory=list)  # (index, registration_id)
 
 
+_KNOWN_HASHES = (select(books.submissions.c.registration_id, books.submissions.c.content_hash)
+                 .where(books.submissions.c.registration_id.in_(bindparam("ids", expanding=True))))
+_SUBMISSION_COLUMNS = ("registration_id", "school_id", "content_hash", "received_at")
+
+
 class Intake:
     def __init__(self, engine: AsyncEngine):
         self.engine = engine
@@ -152,11 +157,11 @@ class Intake:
             ids = list({reg.registration_id for _, reg in items})
             known: dict[str, str] = {}
             for start in range(0, len(ids), 500):
-                rows = (await conn.execute(select(books.submissions.c.registration_id, books.submissions.c.content_hash)
-                                           .where(books.submissions.c.registration_id.in_(ids[start:start + 500])))).all()
+                rows = (await conn.execute(_KNOWN_HASHES, {"ids": ids[start:start + 500]})).all()
                 known.update({r.registration_id: r.content_hash for r in rows})
             encode = hours_submitted_encoder(version, now)
-            new_rows: list[dict[str, Any]] = []
+            received_at = driver_value(conn, books.submissions.c.received_at, now)
+            new_rows: list[tuple[str, str, str, Any]] = []
             outgoing: list[OutgoingEvent] = []
             for (index, reg), doc, digest in zip(items, docs, digests):
                 rid = reg.registration_id
@@ -168,13 +173,12 @@ class Intake:
                         result.conflicts.append((index, rid))
                     continue
                 known[rid] = digest
-                new_rows.append({"registration_id": rid, "school_id": reg.school_id, "content_hash": digest,
-                                 "received_at": now})
+                new_rows.append((rid, reg.school_id, digest, received_at))
                 outgoing.append(OutgoingEvent(topics.HOURS_SUBMITTED, reg.school_id.encode(),
                                               encode(submission_event_id(rid), doc)))
                 result.accepted.append(rid)
             if new_rows:
-                await conn.execute(books.submissions.insert(), new_rows)
+                await insert_rows(conn, books.submissions, _SUBMISSION_COLUMNS, new_rows)
                 await enqueue(conn, books.outbox, outgoing)
         return result
 

@@ -1,7 +1,7 @@
 """The gateway's batch fast path gives exactly what the per-registration path gave: the same validation
 results, the same content hashes, the same hours.submitted bytes, the same rows (services/gateway/parsing.py,
 services/gateway/service.py `Intake.submit`, shared/events.py `hours_submitted_encoder`, shared/outbox.py
-`enqueue`)."""
+`insert_rows`)."""
 from __future__ import annotations
 
 import datetime as dt
@@ -22,7 +22,7 @@ from services.gateway.service import Intake
 from shared import topics
 from shared.db import create_tables, make_engine
 from shared.events import HoursSubmitted, hours_submitted_encoder, submission_event_id
-from shared.outbox import OutgoingEvent, enqueue
+from shared.outbox import OutgoingEvent, enqueue, insert_rows
 from shared.schemas import REGISTRATIONS, Registration, content_hash_of
 from shared.timeutil import today
 
@@ -227,3 +227,8 @@ async def test_enqueue_stores_events_unpublished(engine) -> None:  # noqa: ANN00
     assert [(r.topic, r.key, r.value, r.published) for r in rows] == [
         ("t1", b"k", b'{"a":1}', False), ("t2", None, b"\x00\xff", False)]
 
+
+async def test_insert_rows_refuses_columns_out_of_table_order(engine) -> None:  # noqa: ANN001
+    async with engine.begin() as conn:
+        with pytest.raises(ValueError, match="table's order"):
+            await insert_rows(conn, books.outbox, ("key", "topic", "value", "published"), [(b"k", "t", b"v", 0)])
