@@ -23,7 +23,7 @@ from services.gateway import books, dashboard, pots, settlements
 from services.gateway.auth import Principal, authenticate, forbid, hash_token, new_token, now_utc
 from services.gateway.deps import (RETRY_AFTER_S, CodePath, IdPath, NoNulStr, no_nul, require_broker,
                                    require_coordinator, service_get)
-from services.gateway.parsing import BodyError, UnsupportedMediaType, parse_batch
+from services.gateway.parsing import BodyError, UnsupportedMediaType, read_items, validate_items
 from services.gateway.service import Conflict, Intake, Invalid, NotFound, RegistryWriter
 from shared.db import create_tables, make_engine, readonly
 from shared.identity import SLUG_ID, is_municipality_code, pupil_ref_problem
@@ -261,11 +261,12 @@ def api_router() -> APIRouter:
         settings: Settings = request.app.state.settings
         body = await _read_limited(request, settings.max_body_bytes)
         try:
-            parsed = parse_batch(body, request.headers.get("content-type", "application/json"))
+            raw_items = read_items(body, request.headers.get("content-type", "application/json"))
         except BodyError as exc:
             raise HTTPException(415 if isinstance(exc, UnsupportedMediaType) else 422, str(exc)) from exc
-        if len(parsed) > settings.max_batch_items:
-            raise HTTPException(413, f"batch has {len(parsed)} items; the limit is {settings.max_batch_items}")
+        if len(raw_items) > settings.max_batch_items:
+            raise HTTPException(413, f"batch has {len(raw_items)} items; the limit is {settings.max_batch_items}")
+        parsed = validate_items(raw_items)
         rejected: list[dict[str, Any]] = []
         valid: list[tuple[int, Registration]] = []
         for item in parsed:

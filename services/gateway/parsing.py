@@ -127,16 +127,19 @@ def _csv_int(value: str) -> Any:
 
 
 def parse_batch(body: bytes, content_type: str) -> list[ItemResult]:
+    return validate_items(read_items(body, content_type))
+
+
+def read_items(body: bytes, content_type: str) -> list[Any]:
+    """The body's items, not yet validated (so a batch over the item limit is refused before that work)."""
     media = content_type.split(";", 1)[0].strip().lower()
     if media in ("application/json", ""):
-        raw_items = parse_json_array(body)
-    elif media in ("application/x-ndjson", "application/ndjson", "application/jsonlines"):
-        raw_items = parse_ndjson(body)
-    elif media in ("text/csv", "application/csv"):
-        raw_items = parse_csv(body)
-    else:
-        raise UnsupportedMediaType(f"unsupported content type {media!r}: use application/json, application/x-ndjson or text/csv")
-    return validate_items(raw_items)
+        return parse_json_array(body)
+    if media in ("application/x-ndjson", "application/ndjson", "application/jsonlines"):
+        return parse_ndjson(body)
+    if media in ("text/csv", "application/csv"):
+        return parse_csv(body)
+    raise UnsupportedMediaType(f"unsupported content type {media!r}: use application/json, application/x-ndjson or text/csv")
 
 
 def validate_items(raw_items: list[Any]) -> list[ItemResult]:
