@@ -187,8 +187,7 @@ def run_worker(rt: ServiceRuntime) -> None:
     rt.app.main()
 
 
-async def in_batches(rt: ServiceRuntime, stream, handle: Callable[[list], Awaitable[None]],  # noqa: ANN001
-                     size: int = 1000, within: float = 0.05) -> None:
+async def in_batches(rt: ServiceRuntime, stream, handle: Callable[[list], Awaitable[None]]) -> None:  # noqa: ANN001
     """Consume a Faust stream in batches; the handler applies a whole batch in one transaction.
 
     A batch whose handler raises (database unreachable, a lock timeout, a bug) is retried in place with
@@ -197,7 +196,7 @@ async def in_batches(rt: ServiceRuntime, stream, handle: Callable[[list], Awaita
     only re-read the batch after the next rebalance. A batch that keeps failing blocks its partition and
     shows in zorgpot_batch_failures_total and the log: stop and alert rather than guess."""
     await rt.books_ready.wait()
-    async for values in stream.take(size, within=within):
+    async for values in stream.take(rt.settings.batch_max, within=rt.settings.batch_window_ms / 1000):
         delay = 0.1
         while True:
             try:

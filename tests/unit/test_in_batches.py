@@ -19,7 +19,8 @@ class FakeStream:
 async def test_failing_batch_is_retried_until_it_applies_and_order_is_kept() -> None:
     ready = asyncio.Event()
     ready.set()
-    runtime = SimpleNamespace(name="unit-test", books_ready=ready)
+    runtime = SimpleNamespace(name="unit-test", books_ready=ready,
+                              settings=SimpleNamespace(batch_max=1000, batch_window_ms=50))
     applied: list[list[bytes]] = []
     failures_left = {"n": 2}
 
