@@ -6,10 +6,11 @@ failing with "database is locked" halfway through a transaction.
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
-from sqlalchemy import MetaData, event
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy import Column, Dialect, MetaData, Table, event
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 
 def make_engine(url: str) -> AsyncEngine:
@@ -49,3 +50,52 @@ async def create_tables(engine: AsyncEngine, metadata: MetaData) -> None:
             # one creates the tables, the others wait here and then find them (DDL is transactional there).
             await conn.exec_driver_sql("SELECT pg_advisory_xact_lock(727366)")
         await conn.run_sync(metadata.create_all)
+
+
+async def insert_rows(conn: AsyncConnection, table: Table, columns: tuple[str, ...], rows: list[tuple]) -> None:
+    """INSERT `rows` (plain tuples, values in `columns` order) with one DB-API executemany.
+
+    `conn.execute(table.insert(), [dict, ...])` builds a parameter dict per row and runs every value through
+    its column type's conversion; for the batches the services write (1,000 outbox rows a request) that costs
+    more than the insert itself (ops/bench_ingest.py). Here the statement is compiled once per dialect and
+    the tuples go to the driver as they are, so each value must be one the driver takes unconverted: str,
+    int, bytes, None, or `driver_value()` of its column (datetimes and booleans on SQLite, for instance).
+    """
+    if rows:
+        await conn.exec_driver_sql(_plain_insert_sql(table, columns, conn.dialect), rows)
+
+
+def driver_value(conn: AsyncConnection, column: Column, value: object) -> object:
+    """`value` as SQLAlchemy would hand it to this connection's driver for `column` (for `insert_rows`)."""
+    process = column.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+    return process(value) if process is not None else value
+
+
+@lru_cache(maxsize=64)
+def _plain_insert_sql(table: Table, columns: tuple[str, ...], dialect: Dialect) -> str:
+    """The INSERT of exactly `columns` as the driver's SQL, its positional parameters in `columns` order."""
+    compiled = table.insert().inline().compile(dialect=dialect, column_keys=list(columns))
+    if not compiled.positional:  # sqlite3/aiosqlite (qmark) and asyncpg (numeric) are positional
+        raise NotImplementedError(f"insert_rows passes tuples; driver {dialect.driver} takes named parameters")
+    if tuple(compiled.positiontup or ()) != columns:
+        raise ValueError(f"INSERT INTO {table.name} takes its parameters as {compiled.positiontup}, not {columns}: "
+                         "list the columns in the table's order, every one without a Python-side default")
+    return str(compiled)
+
+
+async def insert_dicts(conn: AsyncConnection, table: Table, rows: list[dict]) -> None:
+    """`conn.execute(table.insert(), rows)` for the stream services' per-batch inserts, through `insert_rows`.
+
+    The same rows and stored values, but each column's conversion is looked up once per batch rather than
+    once per value, and the driver gets plain tuples. Every row must have the keys of the first.
+    """
+    if not rows:
+        return
+    columns = tuple(column.name for column in table.columns if column.name in rows[0])
+    convert = [table.c[name].type.dialect_impl(conn.dialect).bind_processor(conn.dialect) for name in columns]
+    if any(convert):
+        tuples = [tuple(f(row[name]) if f is not None else row[name] for name, f in zip(columns, convert))
+                  for row in rows]
+    else:
+        tuples = [tuple(row[name] for name in columns) for row in rows]
+    await insert_rows(conn, table, columns, tuples)

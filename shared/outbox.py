@@ -12,14 +12,13 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from functools import lru_cache
 
 from aiokafka import AIOKafkaProducer
 from prometheus_client import Counter, Gauge
-from sqlalchemy import (Boolean, Column, Dialect, Index, Integer, LargeBinary, MetaData, String, Table, func, select,
-                        update)
+from sqlalchemy import Boolean, Column, Index, Integer, LargeBinary, MetaData, String, Table, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from shared.db import driver_value, insert_rows
 from shared.kafka import EpochWatch
 from shared.settings import Settings
 
@@ -62,37 +61,6 @@ async def enqueue(conn: AsyncConnection, outbox: Table, events: list[OutgoingEve
         unpublished = driver_value(conn, outbox.c.published, False)
         await insert_rows(conn, outbox, ("topic", "key", "value", "published"),
                           [(e.topic, e.key, e.value, unpublished) for e in events])
-
-
-async def insert_rows(conn: AsyncConnection, table: Table, columns: tuple[str, ...], rows: list[tuple]) -> None:
-    """INSERT `rows` (plain tuples, values in `columns` order) with one DB-API executemany.
-
-    `conn.execute(table.insert(), [dict, ...])` builds a parameter dict per row and runs every value through
-    its column type's conversion; for the batches the services write (1,000 outbox rows a request) that costs
-    more than the insert itself (ops/bench_ingest.py). Here the statement is compiled once per dialect and
-    the tuples go to the driver as they are, so each value must be one the driver takes unconverted: str,
-    int, bytes, None, or `driver_value()` of its column (datetimes and booleans on SQLite, for instance).
-    """
-    if rows:
-        await conn.exec_driver_sql(_plain_insert_sql(table, columns, conn.dialect), rows)
-
-
-def driver_value(conn: AsyncConnection, column: Column, value: object) -> object:
-    """`value` as SQLAlchemy would hand it to this connection's driver for `column` (for `insert_rows`)."""
-    process = column.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
-    return process(value) if process is not None else value
-
-
-@lru_cache(maxsize=64)
-def _plain_insert_sql(table: Table, columns: tuple[str, ...], dialect: Dialect) -> str:
-    """The INSERT of exactly `columns` as the driver's SQL, its positional parameters in `columns` order."""
-    compiled = table.insert().inline().compile(dialect=dialect, column_keys=list(columns))
-    if not compiled.positional:  # sqlite3/aiosqlite (qmark) and asyncpg (numeric) are positional
-        raise NotImplementedError(f"insert_rows passes tuples; driver {dialect.driver} takes named parameters")
-    if tuple(compiled.positiontup or ()) != columns:
-        raise ValueError(f"INSERT INTO {table.name} takes its parameters as {compiled.positiontup}, not {columns}: "
-                         "list the columns in the table's order, every one without a Python-side default")
-    return str(compiled)
 
 
 def _really_cancelled() -> bool:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from functools import lru_cache
 from fractions import Fraction
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -63,9 +64,17 @@ def _frac_to_str(value: Fraction) -> str:
     return f"{value.numerator}/{value.denominator}"
 
 
+@lru_cache(maxsize=256)
 def _exact_threshold(threshold: float) -> Fraction:
     """The threshold as the decimal the coordinator typed: Fraction('0.8') == 4/5, not the binary float."""
     return Fraction(repr(float(threshold)))
+
+
+@lru_cache(maxsize=4096)
+def _threshold_cents(threshold: float, cap_cents: int) -> int:
+    """The least whole number of cents spent that reaches threshold x cap (checked after every event)."""
+    exact = _exact_threshold(threshold) * cap_cents
+    return -(-exact.numerator // exact.denominator)
 
 
 def _add(counter: dict[Any, Any], key: Any, amount: Any) -> None:
@@ -121,21 +130,22 @@ class LoggedFacts:
     def funding_key(self) -> str:
         return self.funding or UNSPECIFIED_FUNDING
 
-    def residence_minutes(self) -> dict[str, Fraction]:
-        """The registration's minutes split equally over its attributions, per municipality, exact."""
-        out: dict[str, Fraction] = {}
+    def residence_minutes(self) -> dict[str, Fraction | int]:
+        """The registration's minutes split equally over its attributions, per municipality, exact (an int
+        where the split is whole, which it is for the usual single pupil: Fractions cost ~1 us each)."""
+        out: dict[str, Fraction | int] = {}
         if not self.residences:
             return out
-        each = Fraction(self.minutes, len(self.residences))
+        pupils = len(self.residences)
+        each = self.minutes if pupils == 1 else Fraction(self.minutes, pupils)
         for code in self.residences:
-            out[code] = out.get(code, Fraction(0)) + each
+            out[code] = out.get(code, 0) + each
         return out
 
-    def non_resident_minutes(self) -> Fraction:
-        return sum(
-            (m for code, m in self.residence_minutes().items() if code != self.host_municipality),
-            Fraction(0),
-        )
+    def non_resident_minutes(self, shares: Mapping[str, Fraction | int] | None = None) -> Fraction | int:
+        """Minutes for pupils living outside the host municipality (`shares`: residence_minutes(), if known)."""
+        shares = self.residence_minutes() if shares is None else shares
+        return sum((m for code, m in shares.items() if code != self.host_municipality), 0)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -264,20 +274,23 @@ def apply_facts(book: PotBook, facts: LoggedFacts, sign: int = 1) -> PotBook:
     _add(book.minutes_by_funding, facts.funding_key, sign * facts.minutes)
     _add(book.spent_cent_minutes_by_week, facts.week, sign * facts.cost_cent_minutes)
     if facts.residences:
-        for code, minutes in facts.residence_minutes().items():
+        shares = facts.residence_minutes()
+        for code, minutes in shares.items():
             _add(book.minutes_by_residence, code, sign * minutes)
-        book.non_resident_minutes += sign * facts.non_resident_minutes()
+        book.non_resident_minutes += sign * facts.non_resident_minutes(shares)
     else:
         book.unattributed_minutes += sign * facts.minutes
     return book
 
 
-def apply_logged(book: PotBook, event: CareLogged, host_municipality: str | None = None) -> PotBook:
-    """Book a care.logged event. `host_municipality` defaults to the event's own host municipality.
+def apply_logged(book: PotBook, event: CareLogged, host_municipality: str | None = None,
+                 facts: LoggedFacts | None = None) -> PotBook:
+    """Book a care.logged event. `host_municipality` defaults to the event's own host municipality;
+    `facts` are the event's LoggedFacts when the caller already made them.
 
     No deduplication here: the adapter skips event ids it has already applied.
     """
-    facts = LoggedFacts.from_event(event, host_municipality)
+    facts = facts or LoggedFacts.from_event(event, host_municipality)
     book.host_municipality = facts.host_municipality
     return apply_facts(book, facts, +1)
 
@@ -349,7 +362,7 @@ def threshold_level(threshold: float, thresholds: Sequence[float]) -> str:
 def _reached(spent_cents: int, cap_cents: int, threshold: float) -> bool:
     """Spending (the shown, once-rounded cents) is at or above threshold x cap. Nothing spent reaches
     nothing, so a zero cap with nothing spent is "ok"."""
-    return spent_cents > 0 and spent_cents >= _exact_threshold(threshold) * cap_cents
+    return spent_cents > 0 and spent_cents >= _threshold_cents(threshold, cap_cents)
 
 
 def budget_status(arrangement: Arrangement, book: PotBook) -> str:

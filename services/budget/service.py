@@ -26,7 +26,7 @@ from services.budget import books
 from services.budget.domain import (LoggedFacts, PotBook, apply_logged, apply_voided, crossed_alerts,
                                     pot_figures, reconciliation_cents, rearm_alerts, update_alerts)
 from shared import topics
-from shared.db import readonly
+from shared.db import insert_dicts, readonly
 from shared.events import BudgetAlert, CareLogged, CareVoided
 from shared.outbox import OutgoingEvent, enqueue
 from shared.registry import RegistryCopy
@@ -110,12 +110,12 @@ class BudgetService:
                 changed.add(pot.arrangement_id)
                 outgoing.extend(self._alerts(pot, when))
             if new_ledger:
-                await conn.execute(books.ledger.insert(), new_ledger)
+                await insert_dicts(conn, books.ledger, new_ledger)
             if voided_ids:
                 await conn.execute(update(books.ledger).where(books.ledger.c.registration_id.in_(voided_ids))
                                    .values(voided=True))
             if applied_rows:
-                await conn.execute(books.applied_events.insert(), applied_rows)
+                await insert_dicts(conn, books.applied_events, applied_rows)
             await self._store_pots(conn, [pots[a] for a in sorted(changed)])
             await enqueue(conn, self.outbox, outgoing)
         if outgoing:
@@ -127,7 +127,7 @@ class BudgetService:
             EVENTS_PROCESSED.labels(SERVICE, "duplicate").inc()
             return False
         facts = LoggedFacts.from_event(event)
-        apply_logged(pot.book, event)
+        apply_logged(pot.book, event, facts=facts)
         ledger[event.registration_id] = (facts, False)
         new_ledger.append({"registration_id": event.registration_id, "arrangement_id": event.arrangement_id,
                            "cost_cent_minutes": facts.cost_cent_minutes, "voided": False,

@@ -14,7 +14,8 @@ from services.gateway import books
 from shared import topics
 from shared.events import (RegistryChanged, VoidRequested, hours_submitted_encoder, submission_event_id,
                            void_event_id)
-from shared.outbox import OutgoingEvent, driver_value, enqueue, insert_rows
+from shared.db import driver_value, insert_rows
+from shared.outbox import OutgoingEvent, enqueue
 from shared.schemas import REGISTRATIONS, Arrangement, Registration, content_hash_of
 from shared.timeutil import intervals_overlap
 

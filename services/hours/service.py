@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.hours import books
 from services.hours.domain import Accepted, assess
 from shared import topics
+from shared.db import insert_dicts
 from shared.events import CareLogged, CareVoided, HoursRejected, HoursSubmitted, VoidRequested
 from shared.money import cent_minutes_to_cents
 from shared.outbox import OutgoingEvent, enqueue
@@ -67,7 +68,7 @@ class HoursService:
                 else:
                     self._void(event, known, voids, outgoing, now)
             if inserts:
-                await conn.execute(books.registrations.insert(), inserts)
+                await insert_dicts(conn, books.registrations, inserts)
             for v in voids:
                 await conn.execute(update(books.registrations)
                                    .where(books.registrations.c.registration_id == v["registration_id"])

@@ -29,7 +29,7 @@ from services.settlement.domain import (PERIOD_KEYS, ArrangementContext, CareLin
                                         close_summarised, cumulative_cost_cent_minutes, education_applied_cents,
                                         find_identical_close, invariant_problems, net_cost_cents)
 from shared import topics
-from shared.db import readonly
+from shared.db import insert_dicts, readonly
 from shared.events import CareLogged, CareVoided, StatementIssued
 from shared.money import cent_minutes_to_cents
 from shared.outbox import OutgoingEvent, enqueue
@@ -149,8 +149,8 @@ class SettlementService:
                         await conn.execute(books.early_voids.insert().values(
                             registration_id=event.registration_id, event_id=event.event_id))
             if new_lines:
-                await conn.execute(books.care_lines.insert(), list(new_lines.values()))
-            await conn.execute(books.applied_events.insert(),
+                await insert_dicts(conn, books.care_lines, list(new_lines.values()))
+            await insert_dicts(conn, books.applied_events,
                                [{"event_id": e.event_id, "applied_at": now} for e in fresh])
 
     @staticmethod

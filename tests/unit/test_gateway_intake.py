@@ -22,7 +22,8 @@ from services.gateway.service import Intake
 from shared import topics
 from shared.db import create_tables, make_engine
 from shared.events import HoursSubmitted, hours_submitted_encoder, submission_event_id
-from shared.outbox import OutgoingEvent, enqueue, insert_rows
+from shared.db import insert_rows
+from shared.outbox import OutgoingEvent, enqueue
 from shared.schemas import REGISTRATIONS, Registration, content_hash_of
 from shared.timeutil import today
 
