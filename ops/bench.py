@@ -209,6 +209,21 @@ def _quietly(check: Callable[[], bool]) -> Callable[[], bool]:
     return wrapped
 
 
+def framework_floor(stack: Stack, count: int) -> dict[str, dict]:
+    """What merely receiving `count` care.logged events costs: plain aiokafka and a do-nothing Faust agent
+    (ops/bench_floor.py), each in a process of its own against this run's broker."""
+    out = {}
+    for mode in ("aiokafka", "faust"):
+        done = subprocess.run([sys.executable, "-m", "ops.bench_floor", mode, "--count", str(count),
+                               "--bootstrap", f"127.0.0.1:{stack.broker_port}"], cwd=ROOT, env=stack.env,
+                              capture_output=True, text=True, timeout=600)
+        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+        if not lines:
+            raise RuntimeError(f"ops.bench_floor {mode} printed no figure: {done.stderr[-2000:]}")
+        out[mode] = json.loads(lines[-1])
+    return out
+
+
 def percentile(values: list[float], pct: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))]
@@ -245,6 +260,7 @@ def main() -> None:
                 invariant = httpx.get(f"{stack.service_url('settlement')}/internal/invariant",
                                       params={"arrangement_id": ARRANGEMENT}, timeout=300).json()["arrangements"][0]
                 assert invariant["registrations"] == n and invariant["ok"], invariant
+                floor = framework_floor(stack, n)
                 latencies, achieved_rate = pot_latency(api, args.latency_samples, args.latency_rate, args.latency_max_s)
                 # Everything on care.logged now: the bench pot, the background pot, the probes.
                 totals = {aid: pot_registrations(stack, aid) for aid in (ARRANGEMENT, "bench-bg-arr", "bench-probe-arr")}
@@ -265,6 +281,13 @@ def main() -> None:
         "gateway_to_accepted_ratio": round(validated_rate / raw, 3),
         "pipeline_per_s": round(pipeline_rate),
         "pipeline_ratio": round(pipeline_rate / raw, 3),
+        "framework_floor": {
+            "what": "consuming care.logged and doing nothing, per event: CPU of that consumer alone",
+            "aiokafka_cpu_us_per_event": floor["aiokafka"]["cpu_us_per_event"],
+            "aiokafka_per_s": floor["aiokafka"]["per_s"],
+            "faust_agent_cpu_us_per_event": floor["faust"]["cpu_us_per_event"],
+            "faust_agent_per_s": floor["faust"]["per_s"],
+        },
         "pot_latency_ms": {"p50": lat(50), "p95": lat(95), "p99": lat(99), "samples": len(latencies),
                            "mean": round(statistics.mean(latencies) * 1000, 1),
                            "background_posted_per_s": round(achieved_rate)},
@@ -283,6 +306,9 @@ def main() -> None:
             ("replay budget + settlement from 0, events/s", report["replay"]["events_per_s"], report["replay"]["ratio"])]
     for name, value, ratio in rows:
         print(f"{name:<44}{value:>12}{ratio:>24.3f}")
+    fl = report["framework_floor"]
+    print(f"{'receive only, CPU us/event: aiokafka | faust':<44}"
+          f"{fl['aiokafka_cpu_us_per_event']:>12}{fl['faust_agent_cpu_us_per_event']:>24}")
     pot = report["pot_latency_ms"]
     print(f"{'202 -> GET /pots moved, ms (at %d/s)' % pot['background_posted_per_s']:<44}"
           f"{'p50 %.1f  p95 %.1f  p99 %.1f' % (pot['p50'], pot['p95'], pot['p99']):>36}")

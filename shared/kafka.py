@@ -34,7 +34,10 @@ def consumer_timeouts(settings: Settings) -> dict[str, int]:
 def fetch_wait_ms(settings: Settings) -> int:
     """How long a Fetch may wait for data. Tansu answers a Fetch only when the wait runs out, even when
     records arrive meanwhile (measured: 202 -> accepted took a median 750 ms with Faust's fixed 1500 ms), so
-    the embedded profile polls more often. Apache Kafka answers as soon as data arrives: keep 500 ms there."""
+    the embedded profile polls more often. Apache Kafka answers as soon as data arrives: keep 500 ms there.
+    ZORGPOT_FETCH_WAIT_MS overrides both."""
+    if settings.fetch_wait_ms:
+        return settings.fetch_wait_ms
     return 25 if settings.embedded else 500
 
 

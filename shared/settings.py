@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     # quiet stream adds per hop; bigger batches make fewer, larger transactions under load.
     batch_max: int = 1000
     batch_window_ms: int = 50
+    # Longest a consumer's Fetch may wait for records; 0: the broker profile's default (shared.kafka).
+    fetch_wait_ms: int = 0
 
     log_level: str = "INFO"
     worker_instance: str = Field(default="0")

@@ -1,0 +1,97 @@
+"""The stream framework's own cost per event: `python -m ops.bench_floor {aiokafka,faust} --bootstrap H:P`.
+
+Consumes `--count` records of a topic from offset 0 and does nothing with them, then prints one JSON line:
+CPU microseconds per event of this process, and events per second, both from the first record on (start-up
+and group join excluded). `ops/bench.py` runs both modes against its own broker after the pipeline run, so
+the pipeline's figures can be read against what merely receiving the events costs:
+
+* `aiokafka`: a plain consumer, `getmany` of up to 1,000 records (what kafka-python/aiokafka cost);
+* `faust`: a faust-streaming agent with the services' settings (`stream.take(batch_max, within=window)`,
+  the capped fetch wait) whose handler does nothing: the floor under every Zorgpot stream service.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+
+import orjson
+
+from shared.kafka import fetch_wait_ms
+from shared.settings import get_settings
+
+
+def report(mode: str, count: int, cpu_started: float, wall_started: float) -> None:
+    cpu, wall = time.process_time() - cpu_started, time.perf_counter() - wall_started
+    print(orjson.dumps({"mode": mode, "events": count, "cpu_us_per_event": round(cpu / count * 1e6, 1),
+                        "per_s": round(count / wall)}).decode(), flush=True)
+
+
+async def plain_aiokafka(bootstrap: str, topic: str, count: int) -> None:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"zorgpot-floor-{os.getpid()}",
+                                auto_offset_reset="earliest", enable_auto_commit=False,
+                                fetch_max_wait_ms=fetch_wait_ms(get_settings()))
+    await consumer.start()
+    try:
+        seen, cpu_started, wall_started = 0, 0.0, 0.0
+        while seen < count:
+            batch = await consumer.getmany(timeout_ms=200, max_records=1000)
+            records = sum(len(records) for records in batch.values())
+            if records and not seen:
+                cpu_started, wall_started = time.process_time(), time.perf_counter()
+            seen += records
+            if records:
+                await consumer.commit()
+        report("aiokafka", seen, cpu_started, wall_started)
+    finally:
+        await consumer.stop()
+
+
+def faust_agent(bootstrap: str, topic_name: str, count: int) -> None:
+    import faust
+
+    from shared.streams import _cap_faust_fetch_wait
+
+    settings = get_settings()
+    _cap_faust_fetch_wait(fetch_wait_ms(settings))
+    app = faust.App(f"zorgpot-floor-{os.getpid()}", broker=f"kafka://{bootstrap}", store="memory://",
+                    web_enabled=False, autodiscover=False, consumer_auto_offset_reset="earliest",
+                    topic_allow_declare=False, topic_disable_leader=True, datadir=tempfile.mkdtemp(),
+                    broker_session_timeout=6.0, broker_heartbeat_interval=2.0)
+    topic = app.topic(topic_name, value_serializer="raw", key_serializer="raw")
+    state = {"seen": 0, "cpu": 0.0, "wall": 0.0}
+
+    @app.agent(topic, concurrency=1)
+    async def nothing(stream) -> None:  # noqa: ANN001
+        async for values in stream.take(settings.batch_max, within=settings.batch_window_ms / 1000):
+            if not state["seen"]:
+                state["cpu"], state["wall"] = time.process_time(), time.perf_counter()
+            state["seen"] += len(values)
+            if state["seen"] >= count:
+                report("faust", state["seen"], state["cpu"], state["wall"])
+                os._exit(0)  # the figure is out; a Faust worker's orderly stop takes seconds
+
+    sys.argv = ["zorgpot-floor", "worker", "-l", "warn", "--without-web"]
+    app.main()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m ops.bench_floor")
+    parser.add_argument("mode", choices=["aiokafka", "faust"])
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--topic", default="care.logged")
+    parser.add_argument("--count", type=int, required=True)
+    args = parser.parse_args()
+    if args.mode == "aiokafka":
+        asyncio.run(plain_aiokafka(args.bootstrap, args.topic, args.count))
+    else:
+        faust_agent(args.bootstrap, args.topic, args.count)
+
+
+if __name__ == "__main__":
+    main()
