@@ -7,11 +7,13 @@ the service's own database, never in Faust tables (design.md section 7).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from contextvars import ContextVar
+from typing import Any, Awaitable, Callable, Iterator
 
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
@@ -36,6 +38,32 @@ BATCH_FAILURES = Counter("zorgpot_batch_failures_total",
                          ["service"])
 EVENTS_REJECTED = Counter("zorgpot_events_rejected_total", "Events a service refused, by reason",
                           ["service", "reason"])
+_PENDING_COUNTS: ContextVar[dict | None] = ContextVar("zorgpot_pending_counts", default=None)
+
+
+def count(metric: Counter, *labels: str, amount: int = 1) -> None:
+    """Increment `metric` by `amount`: at once, or inside `counted_on_commit()` when that block succeeds."""
+    pending = _PENDING_COUNTS.get()
+    if pending is None:
+        metric.labels(*labels).inc(amount)
+    else:
+        pending[(metric, labels)] = pending.get((metric, labels), 0) + amount
+
+
+@contextlib.contextmanager
+def counted_on_commit() -> Iterator[None]:
+    """Wrap a batch's transaction: what it `count`s is published only if the block ends without an error.
+
+    A batch that fails is rolled back and applied again (`in_batches`); counting as it went would count its
+    events once per attempt."""
+    pending: dict = {}
+    token = _PENDING_COUNTS.set(pending)
+    try:
+        yield
+    finally:
+        _PENDING_COUNTS.reset(token)
+    for (metric, labels), amount in pending.items():
+        metric.labels(*labels).inc(amount)
 
 
 @dataclass

@@ -31,7 +31,7 @@ from shared.events import BudgetAlert, CareLogged, CareVoided
 from shared.outbox import OutgoingEvent, enqueue
 from shared.registry import RegistryCopy
 from shared.schemas import Arrangement
-from shared.streams import EVENTS_PROCESSED, EVENTS_REJECTED
+from shared.streams import EVENTS_PROCESSED, EVENTS_REJECTED, count, counted_on_commit
 from shared.timeutil import today
 
 log = logging.getLogger("zorgpot.budget")
@@ -75,56 +75,57 @@ class BudgetService:
             return set()
         event_ids = {e.event_id for e in events}
         registration_ids = {e.registration_id for e in events}
-        async with self.engine.begin() as conn:
-            applied = set((await conn.execute(select(books.applied_events.c.event_id)
-                                              .where(books.applied_events.c.event_id.in_(event_ids)))).scalars())
-            ledger_rows = (await conn.execute(select(books.ledger.c.registration_id, books.ledger.c.voided,
-                                                     books.ledger.c.facts)
-                                              .where(books.ledger.c.registration_id.in_(registration_ids)))).all()
-            ledger: dict[str, tuple[LoggedFacts, bool]] = {
-                r.registration_id: (LoggedFacts.from_dict(orjson.loads(r.facts)), r.voided) for r in ledger_rows}
-            pots = await self._load_pots(conn, {e.arrangement_id for e in events}, for_update=True)
-            new_ledger: list[dict[str, Any]] = []
-            voided_ids: list[str] = []
-            applied_rows: list[dict[str, Any]] = []
-            outgoing: list[OutgoingEvent] = []
-            changed: set[str] = set()
-            now = dt.datetime.now(dt.timezone.utc)
-            for event in events:
-                if event.event_id in applied:
-                    EVENTS_PROCESSED.labels(SERVICE, "duplicate").inc()
-                    continue
-                pot = pots.get(event.arrangement_id)
-                if pot is None:
-                    pot = pots[event.arrangement_id] = Pot(event.arrangement_id, event.school_id, PotBook())
-                if isinstance(event, CareLogged):
-                    if not self._logged(event, pot, ledger, new_ledger):
+        with counted_on_commit():
+            async with self.engine.begin() as conn:
+                applied = set((await conn.execute(select(books.applied_events.c.event_id)
+                                                  .where(books.applied_events.c.event_id.in_(event_ids)))).scalars())
+                ledger_rows = (await conn.execute(select(books.ledger.c.registration_id, books.ledger.c.voided,
+                                                         books.ledger.c.facts)
+                                                  .where(books.ledger.c.registration_id.in_(registration_ids)))).all()
+                ledger: dict[str, tuple[LoggedFacts, bool]] = {
+                    r.registration_id: (LoggedFacts.from_dict(orjson.loads(r.facts)), r.voided) for r in ledger_rows}
+                pots = await self._load_pots(conn, {e.arrangement_id for e in events}, for_update=True)
+                new_ledger: list[dict[str, Any]] = []
+                voided_ids: list[str] = []
+                applied_rows: list[dict[str, Any]] = []
+                outgoing: list[OutgoingEvent] = []
+                changed: set[str] = set()
+                now = dt.datetime.now(dt.timezone.utc)
+                for event in events:
+                    if event.event_id in applied:
+                        count(EVENTS_PROCESSED, SERVICE, "duplicate")
                         continue
-                    when = event.accepted_at
-                else:
-                    if not self._voided(event, pot, ledger, voided_ids):
-                        continue
-                    when = event.voided_at
-                applied.add(event.event_id)
-                applied_rows.append({"event_id": event.event_id, "type": event.type, "applied_at": now})
-                changed.add(pot.arrangement_id)
-                outgoing.extend(self._alerts(pot, when))
-            if new_ledger:
-                await insert_dicts(conn, books.ledger, new_ledger)
-            if voided_ids:
-                await conn.execute(update(books.ledger).where(books.ledger.c.registration_id.in_(voided_ids))
-                                   .values(voided=True))
-            if applied_rows:
-                await insert_dicts(conn, books.applied_events, applied_rows)
-            await self._store_pots(conn, [pots[a] for a in sorted(changed)])
-            await enqueue(conn, self.outbox, outgoing)
+                    pot = pots.get(event.arrangement_id)
+                    if pot is None:
+                        pot = pots[event.arrangement_id] = Pot(event.arrangement_id, event.school_id, PotBook())
+                    if isinstance(event, CareLogged):
+                        if not self._logged(event, pot, ledger, new_ledger):
+                            continue
+                        when = event.accepted_at
+                    else:
+                        if not self._voided(event, pot, ledger, voided_ids):
+                            continue
+                        when = event.voided_at
+                    applied.add(event.event_id)
+                    applied_rows.append({"event_id": event.event_id, "type": event.type, "applied_at": now})
+                    changed.add(pot.arrangement_id)
+                    outgoing.extend(self._alerts(pot, when))
+                if new_ledger:
+                    await insert_dicts(conn, books.ledger, new_ledger)
+                if voided_ids:
+                    await conn.execute(update(books.ledger).where(books.ledger.c.registration_id.in_(voided_ids))
+                                       .values(voided=True))
+                if applied_rows:
+                    await insert_dicts(conn, books.applied_events, applied_rows)
+                await self._store_pots(conn, [pots[a] for a in sorted(changed)])
+                await enqueue(conn, self.outbox, outgoing)
         if outgoing:
             self.wake_relay()
         return changed
 
     def _logged(self, event: CareLogged, pot: Pot, ledger: dict, new_ledger: list) -> bool:  # noqa: ANN001
         if event.registration_id in ledger:  # event ids are deterministic: this is a re-publication
-            EVENTS_PROCESSED.labels(SERVICE, "duplicate").inc()
+            count(EVENTS_PROCESSED, SERVICE, "duplicate")
             return False
         facts = LoggedFacts.from_event(event)
         apply_logged(pot.book, event, facts=facts)
@@ -132,7 +133,7 @@ class BudgetService:
         new_ledger.append({"registration_id": event.registration_id, "arrangement_id": event.arrangement_id,
                            "cost_cent_minutes": facts.cost_cent_minutes, "voided": False,
                            "facts": _dumps(facts.to_dict())})
-        EVENTS_PROCESSED.labels(SERVICE, event.type).inc()
+        count(EVENTS_PROCESSED, SERVICE, event.type)
         return True
 
     def _voided(self, event: CareVoided, pot: Pot, ledger: dict, voided_ids: list) -> bool:  # noqa: ANN001
@@ -141,21 +142,21 @@ class BudgetService:
             # Voids follow their registration on the same partition, so this means the registration never
             # reached us. Counted and logged, not booked: there is nothing to reverse.
             log.error("void of unknown registration %s ignored", event.registration_id)
-            EVENTS_REJECTED.labels(SERVICE, "void_unknown").inc()
+            count(EVENTS_REJECTED, SERVICE, "void_unknown")
             return False
         facts, already_voided = entry
         if already_voided:
-            EVENTS_PROCESSED.labels(SERVICE, "duplicate").inc()
+            count(EVENTS_PROCESSED, SERVICE, "duplicate")
             return False
         try:
             apply_voided(pot.book, event, original=facts)
         except ValueError as exc:  # a void must take out exactly what went in
             log.error("void refused: %s", exc)
-            EVENTS_REJECTED.labels(SERVICE, "void_mismatch").inc()
+            count(EVENTS_REJECTED, SERVICE, "void_mismatch")
             return False
         ledger[event.registration_id] = (facts, True)
         voided_ids.append(event.registration_id)
-        EVENTS_PROCESSED.labels(SERVICE, event.type).inc()
+        count(EVENTS_PROCESSED, SERVICE, event.type)
         return True
 
     def _alerts(self, pot: Pot, crossed_at: dt.datetime) -> list[OutgoingEvent]:

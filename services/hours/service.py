@@ -22,7 +22,7 @@ from shared.events import CareLogged, CareVoided, HoursRejected, HoursSubmitted,
 from shared.money import cent_minutes_to_cents
 from shared.outbox import OutgoingEvent, enqueue
 from shared.registry import RegistryCopy
-from shared.streams import EVENTS_PROCESSED, EVENTS_REJECTED
+from shared.streams import EVENTS_PROCESSED, EVENTS_REJECTED, count, counted_on_commit
 
 log = logging.getLogger("zorgpot.hours")
 SERVICE = "hours"
@@ -54,26 +54,27 @@ class HoursService:
         now = dt.datetime.now(dt.timezone.utc)
         ids = {e.registration.registration_id if isinstance(e, HoursSubmitted) else e.registration_id
                for e in events}
-        async with self.engine.begin() as conn:
-            rows = (await conn.execute(select(books.registrations.c.registration_id, books.registrations.c.status,
-                                              books.registrations.c.content_hash, books.registrations.c.event)
-                                       .where(books.registrations.c.registration_id.in_(ids)))).all()
-            known: dict[str, dict[str, Any]] = {r.registration_id: dict(r._mapping) for r in rows}
-            inserts: list[dict[str, Any]] = []
-            voids: list[dict[str, Any]] = []
-            outgoing: list[OutgoingEvent] = []
-            for event in events:
-                if isinstance(event, HoursSubmitted):
-                    self._submitted(event, known, inserts, outgoing, now)
-                else:
-                    self._void(event, known, voids, outgoing, now)
-            if inserts:
-                await insert_dicts(conn, books.registrations, inserts)
-            for v in voids:
-                await conn.execute(update(books.registrations)
-                                   .where(books.registrations.c.registration_id == v["registration_id"])
-                                   .values(status="voided", void_reason=v["void_reason"]))
-            await enqueue(conn, self.outbox, outgoing)
+        with counted_on_commit():
+            async with self.engine.begin() as conn:
+                rows = (await conn.execute(select(books.registrations.c.registration_id, books.registrations.c.status,
+                                                  books.registrations.c.content_hash, books.registrations.c.event)
+                                           .where(books.registrations.c.registration_id.in_(ids)))).all()
+                known: dict[str, dict[str, Any]] = {r.registration_id: dict(r._mapping) for r in rows}
+                inserts: list[dict[str, Any]] = []
+                voids: list[dict[str, Any]] = []
+                outgoing: list[OutgoingEvent] = []
+                for event in events:
+                    if isinstance(event, HoursSubmitted):
+                        self._submitted(event, known, inserts, outgoing, now)
+                    else:
+                        self._void(event, known, voids, outgoing, now)
+                if inserts:
+                    await insert_dicts(conn, books.registrations, inserts)
+                for v in voids:
+                    await conn.execute(update(books.registrations)
+                                       .where(books.registrations.c.registration_id == v["registration_id"])
+                                       .values(status="voided", void_reason=v["void_reason"]))
+                await enqueue(conn, self.outbox, outgoing)
         self.wake_relay()
 
     def _submitted(self, event: HoursSubmitted, known: dict, inserts: list, outgoing: list,  # noqa: ANN001
@@ -84,8 +85,8 @@ class HoursService:
         if existing is not None:
             if existing["content_hash"] != digest:  # the gateway refuses these with 409; never expected here
                 log.error("registration %s redelivered with different content; keeping the first", reg.registration_id)
-                EVENTS_REJECTED.labels(SERVICE, "conflict").inc()
-            EVENTS_PROCESSED.labels(SERVICE, "duplicate").inc()
+                count(EVENTS_REJECTED, SERVICE, "conflict")
+            count(EVENTS_PROCESSED, SERVICE, "duplicate")
             return
         outcome = assess(reg, self.registry)
         row = {"registration_id": reg.registration_id, "school_id": reg.school_id, "content_hash": digest,
@@ -106,14 +107,14 @@ class HoursService:
                        hourly_rate_cents=outcome.hourly_rate_cents, cost_cent_minutes=outcome.cost_cent_minutes,
                        event=payload)
             outgoing.append(OutgoingEvent(topics.CARE_LOGGED, reg.school_id.encode(), payload))
-            EVENTS_PROCESSED.labels(SERVICE, "accepted").inc()
+            count(EVENTS_PROCESSED, SERVICE, "accepted")
         else:
             row.update(status="rejected", reasons=orjson.dumps(list(outcome.reasons)).decode())
             rejected = HoursRejected(event_id=f"rejected:{reg.registration_id}", registration_id=reg.registration_id,
                                      school_id=reg.school_id, reasons=list(outcome.reasons), rejected_at=now)
             outgoing.append(OutgoingEvent(topics.HOURS_REJECTED, reg.school_id.encode(), rejected.to_bytes()))
             for reason in outcome.reasons:
-                EVENTS_REJECTED.labels(SERVICE, rejection_reason_label(reason)).inc()
+                count(EVENTS_REJECTED, SERVICE, rejection_reason_label(reason))
         inserts.append(row)
         known[reg.registration_id] = row
 
@@ -124,10 +125,10 @@ class HoursService:
             # Voids share the registration's partition and follow it, so this means the registration itself
             # never reached us: nothing to void. Counted, not silently dropped.
             log.error("void for unknown registration %s ignored", event.registration_id)
-            EVENTS_REJECTED.labels(SERVICE, "void_unknown").inc()
+            count(EVENTS_REJECTED, SERVICE, "void_unknown")
             return
         if existing["status"] != "accepted":
-            EVENTS_PROCESSED.labels(SERVICE, "void_noop").inc()
+            count(EVENTS_PROCESSED, SERVICE, "void_noop")
             return
         logged = CareLogged.model_validate_json(existing["event"])
         voided = CareVoided(
@@ -138,7 +139,7 @@ class HoursService:
         existing["status"] = "voided"
         voids.append({"registration_id": event.registration_id, "void_reason": event.reason})
         outgoing.append(OutgoingEvent(topics.CARE_LOGGED, logged.school_id.encode(), voided.to_bytes()))
-        EVENTS_PROCESSED.labels(SERVICE, "voided").inc()
+        count(EVENTS_PROCESSED, SERVICE, "voided")
 
     async def stats(self) -> dict[str, Any]:
         """Counts and exact cost by status: what the tests and the reconciliation compare against."""

@@ -35,7 +35,7 @@ from shared.money import cent_minutes_to_cents
 from shared.outbox import OutgoingEvent, enqueue
 from shared.registry import RegistryCopy
 from shared.schemas import CloseRequest
-from shared.streams import EVENTS_PROCESSED, EVENTS_REJECTED
+from shared.streams import EVENTS_PROCESSED, EVENTS_REJECTED, count, counted_on_commit
 from shared.timeutil import today
 
 log = logging.getLogger("zorgpot.settlement")
@@ -94,64 +94,65 @@ class SettlementService:
 
     async def _apply(self, events: list[CareLogged | CareVoided]) -> None:
         now = dt.datetime.now(dt.timezone.utc)
-        async with self.engine.begin() as conn:
-            ids = list({e.event_id for e in events})
-            applied = set((await conn.execute(select(books.applied_events.c.event_id)
-                                              .where(books.applied_events.c.event_id.in_(ids)))).scalars())
-            fresh: list[CareLogged | CareVoided] = []
-            for event in events:
-                if event.event_id in applied:
-                    EVENTS_PROCESSED.labels(SERVICE, "duplicate").inc()
-                    continue
-                applied.add(event.event_id)
-                fresh.append(event)
-            if not fresh:
-                return
-            closes_made = await self._lock_arrangements(conn, {e.arrangement_id for e in fresh})
-            rids = list({e.registration_id for e in fresh})
-            known = {r.registration_id: r for r in (await conn.execute(
-                select(books.care_lines.c.registration_id, books.care_lines.c.voided)
-                .where(books.care_lines.c.registration_id.in_(rids)))).all()}
-            early = set((await conn.execute(select(books.early_voids.c.registration_id)
-                                            .where(books.early_voids.c.registration_id.in_(rids)))).scalars())
-            new_lines: dict[str, dict[str, Any]] = {}
-            for event in fresh:
-                made = closes_made[event.arrangement_id]
-                if isinstance(event, CareLogged):
-                    if event.registration_id in known or event.registration_id in new_lines:
-                        EVENTS_PROCESSED.labels(SERVICE, "duplicate").inc()
+        with counted_on_commit():
+            async with self.engine.begin() as conn:
+                ids = list({e.event_id for e in events})
+                applied = set((await conn.execute(select(books.applied_events.c.event_id)
+                                                  .where(books.applied_events.c.event_id.in_(ids)))).scalars())
+                fresh: list[CareLogged | CareVoided] = []
+                for event in events:
+                    if event.event_id in applied:
+                        count(EVENTS_PROCESSED, SERVICE, "duplicate")
                         continue
-                    voided_early = event.registration_id in early
-                    new_lines[event.registration_id] = {
-                        "registration_id": event.registration_id, "arrangement_id": event.arrangement_id,
-                        "school_id": event.school_id, "date": event.date, "minutes": event.minutes,
-                        "cost_cent_minutes": event.cost_cent_minutes,
-                        "attributions": orjson.dumps([[a.pupil_ref, a.municipality] for a in event.attributions]),
-                        "residences": books.residences_column((a.pupil_ref, a.municipality)
-                                                              for a in event.attributions),
-                        "attributed_to": event.attributed_to, "known_since_close": made,
-                        "voided": voided_early, "voided_since_close": made if voided_early else None,
-                    }
-                    if voided_early:
-                        await conn.execute(books.early_voids.delete()
-                                           .where(books.early_voids.c.registration_id == event.registration_id))
-                    EVENTS_PROCESSED.labels(SERVICE, event.type).inc()
-                else:
-                    self._void(event, made, known, new_lines, early)
-                    if event.registration_id in known and not known[event.registration_id].voided:
-                        await conn.execute(update(books.care_lines)
-                                           .where(books.care_lines.c.registration_id == event.registration_id,
-                                                  books.care_lines.c.voided.is_(False))
-                                           .values(voided=True, voided_since_close=made))
-                    elif event.registration_id not in known and event.registration_id not in new_lines \
-                            and event.registration_id not in early:
-                        early.add(event.registration_id)
-                        await conn.execute(books.early_voids.insert().values(
-                            registration_id=event.registration_id, event_id=event.event_id))
-            if new_lines:
-                await insert_dicts(conn, books.care_lines, list(new_lines.values()))
-            await insert_dicts(conn, books.applied_events,
-                               [{"event_id": e.event_id, "applied_at": now} for e in fresh])
+                    applied.add(event.event_id)
+                    fresh.append(event)
+                if not fresh:
+                    return
+                closes_made = await self._lock_arrangements(conn, {e.arrangement_id for e in fresh})
+                rids = list({e.registration_id for e in fresh})
+                known = {r.registration_id: r for r in (await conn.execute(
+                    select(books.care_lines.c.registration_id, books.care_lines.c.voided)
+                    .where(books.care_lines.c.registration_id.in_(rids)))).all()}
+                early = set((await conn.execute(select(books.early_voids.c.registration_id)
+                                                .where(books.early_voids.c.registration_id.in_(rids)))).scalars())
+                new_lines: dict[str, dict[str, Any]] = {}
+                for event in fresh:
+                    made = closes_made[event.arrangement_id]
+                    if isinstance(event, CareLogged):
+                        if event.registration_id in known or event.registration_id in new_lines:
+                            count(EVENTS_PROCESSED, SERVICE, "duplicate")
+                            continue
+                        voided_early = event.registration_id in early
+                        new_lines[event.registration_id] = {
+                            "registration_id": event.registration_id, "arrangement_id": event.arrangement_id,
+                            "school_id": event.school_id, "date": event.date, "minutes": event.minutes,
+                            "cost_cent_minutes": event.cost_cent_minutes,
+                            "attributions": orjson.dumps([[a.pupil_ref, a.municipality] for a in event.attributions]),
+                            "residences": books.residences_column((a.pupil_ref, a.municipality)
+                                                                  for a in event.attributions),
+                            "attributed_to": event.attributed_to, "known_since_close": made,
+                            "voided": voided_early, "voided_since_close": made if voided_early else None,
+                        }
+                        if voided_early:
+                            await conn.execute(books.early_voids.delete()
+                                               .where(books.early_voids.c.registration_id == event.registration_id))
+                        count(EVENTS_PROCESSED, SERVICE, event.type)
+                    else:
+                        self._void(event, made, known, new_lines, early)
+                        if event.registration_id in known and not known[event.registration_id].voided:
+                            await conn.execute(update(books.care_lines)
+                                               .where(books.care_lines.c.registration_id == event.registration_id,
+                                                      books.care_lines.c.voided.is_(False))
+                                               .values(voided=True, voided_since_close=made))
+                        elif event.registration_id not in known and event.registration_id not in new_lines \
+                                and event.registration_id not in early:
+                            early.add(event.registration_id)
+                            await conn.execute(books.early_voids.insert().values(
+                                registration_id=event.registration_id, event_id=event.event_id))
+                if new_lines:
+                    await insert_dicts(conn, books.care_lines, list(new_lines.values()))
+                await insert_dicts(conn, books.applied_events,
+                                   [{"event_id": e.event_id, "applied_at": now} for e in fresh])
 
     @staticmethod
     def _void(event: CareVoided, made: int, known: dict, new_lines: dict, early: set) -> None:  # noqa: ANN001
@@ -160,13 +161,13 @@ class SettlementService:
             line = new_lines[event.registration_id]
             if not line["voided"]:
                 line.update(voided=True, voided_since_close=made)
-            EVENTS_PROCESSED.labels(SERVICE, event.type).inc()
+            count(EVENTS_PROCESSED, SERVICE, event.type)
         elif event.registration_id in known:
-            EVENTS_PROCESSED.labels(SERVICE, event.type if not known[event.registration_id].voided else "void_noop").inc()
+            count(EVENTS_PROCESSED, SERVICE, event.type if not known[event.registration_id].voided else "void_noop")
         else:
             log.error("void of %s arrived before its registration; kept until the registration arrives",
                       event.registration_id)
-            EVENTS_REJECTED.labels(SERVICE, "void_before_registration").inc()
+            count(EVENTS_REJECTED, SERVICE, "void_before_registration")
 
     async def _lock_arrangements(self, conn: AsyncConnection, arrangement_ids: Iterable[str]) -> dict[str, int]:
         """Lock (creating when missing) the arrangements' state rows; returns closes made per arrangement."""
@@ -251,7 +252,7 @@ class SettlementService:
             await conn.execute(books.statements.insert(), rows)
             await enqueue(conn, self.outbox, outgoing)
         self.wake_relay()
-        EVENTS_PROCESSED.labels(SERVICE, "statement.issued").inc(len(rows))
+        count(EVENTS_PROCESSED, SERVICE, "statement.issued", amount=len(rows))
         log.info("closed %s %s..%s (close %d): %d statements, %d cents", arrangement_id, close.period_start,
                  close.period_end, close.sequence, len(rows), close.charged_cents)
         summaries = [{"statement_id": s["statement_id"], "municipality": s["municipality"],
