@@ -413,6 +413,11 @@ def run(stack: Stack, registrations: int = 50_000, seed: int | None = None,
             check(all(len(bodies) == 1 for bodies in receiver.accepted.values()),
                   f"a statement delivered twice: { {k: len(v) for k, v in receiver.accepted.items()} }")
             check(receiver.bad_signatures == 0, "badly signed webhook deliveries")
+            # The outage really was met: each statement's first attempt failed (refused or 500).
+            deliveries = {d["statement_id"]: d for d in client.call("GET", "/webhooks/deliveries").json()}
+            check(all(deliveries[sid]["status"] == "delivered" and deliveries[sid]["attempts"] >= 2
+                      and deliveries[sid]["last_error"] for sid in ids),
+                  f"deliveries should show failed attempts before success: {[deliveries.get(sid) for sid in ids]}")
             for sid in ids:
                 body = receiver.accepted[sid][0]
                 check(body["total_cents"] == totals[body["municipality"]], f"webhook body of {sid} differs")
@@ -423,7 +428,8 @@ def run(stack: Stack, registrations: int = 50_000, seed: int | None = None,
             "live": len(live), "seed": seed, "faults": [f"{f}@{p:.0%}" for f, p in chaos.done],
             "restarts": {name: child.restarts for name, child in stack.children.items()},
             "pot_spent_cents": pot["spent_cents"], "statements": totals,
-            "webhook": {"requests": receiver.requests, "failed_500": receiver.failed, "delivered": len(ids)},
+            "webhook": {"requests": receiver.requests, "failed_500": receiver.failed, "delivered": len(ids),
+                        "attempts": sorted(deliveries[sid]["attempts"] for sid in ids)},
             "reconciliation_discrepancy_cents": recon["discrepancy_cents"],
             "seconds": round(time.monotonic() - started, 1),
         }
