@@ -12,6 +12,7 @@ from pathlib import Path
 import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.settlement import books, queries
 from services.settlement.domain import (ArrangementContext, CareLine, Close, close_period, close_summarised,
@@ -90,34 +91,40 @@ def books_(draw: st.DrawFn) -> tuple[list[CareLine], list[int], int]:
     return lines, ends, period_end
 
 
+async def compare_sums(engine: AsyncEngine, lines: list[CareLine], ends: list[int], period_end_day: int) -> None:
+    """Store `lines` (and another arrangement's line) in `engine`'s empty care_lines; assert that the
+    database's CareSummary equals the domain reference and that the lines read back unchanged."""
+    async with engine.begin() as conn:
+        if lines:
+            await conn.execute(books.care_lines.insert(), [{
+                "registration_id": line.registration_id, "arrangement_id": "arr", "school_id": "focus",
+                "date": line.date, "minutes": line.minutes, "cost_cent_minutes": line.cost_cent_minutes,
+                "attributions": orjson.dumps([list(a) for a in line.attributions]),
+                "residences": books.residences_column(line.attributions),
+                "attributed_to": line.attributed_to, "known_since_close": line.known_since_close,
+                "voided": line.voided, "voided_since_close": line.voided_since_close} for line in lines])
+        # Another arrangement's lines must not leak into the sums.
+        await conn.execute(books.care_lines.insert().values(
+            registration_id="other", arrangement_id="arr2", school_id="focus", date=YEAR, minutes=60,
+            cost_cent_minutes=60 * 6500, attributions=b'[["p0","GM1507"]]', residences="GM1507", attributed_to="listed",
+            known_since_close=0, voided=False, voided_since_close=None))
+    history = history_of(ends)
+    period_end = YEAR + dt.timedelta(days=period_end_day)
+    async with engine.connect() as conn:
+        from_db = await queries.care_summary(conn, registry(), "arr", history, period_end, per_residence=True)
+        stored = await queries.care_lines(conn, "arr")
+    reference = summarise_care(context("residence_hours"), lines, history, period_end)
+    assert from_db == reference
+    assert sorted(stored, key=lambda line: line.registration_id) == lines
+
+
 async def _compare(lines: list[CareLine], ends: list[int], period_end_day: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         engine, _outbox = await service_books(Path(tmp), books.metadata, "settlement")
         try:
-            async with engine.begin() as conn:
-                if lines:
-                    await conn.execute(books.care_lines.insert(), [{
-                        "registration_id": line.registration_id, "arrangement_id": "arr", "school_id": "focus",
-                        "date": line.date, "minutes": line.minutes, "cost_cent_minutes": line.cost_cent_minutes,
-                        "attributions": orjson.dumps([list(a) for a in line.attributions]),
-                        "residences": books.residences_column(line.attributions),
-                        "attributed_to": line.attributed_to, "known_since_close": line.known_since_close,
-                        "voided": line.voided, "voided_since_close": line.voided_since_close} for line in lines])
-                # Another arrangement's lines must not leak into the sums.
-                await conn.execute(books.care_lines.insert().values(
-                    registration_id="other", arrangement_id="arr2", school_id="focus", date=YEAR, minutes=60,
-                    cost_cent_minutes=60 * 6500, attributions=b'[["p0","GM1507"]]', residences="GM1507", attributed_to="listed",
-                    known_since_close=0, voided=False, voided_since_close=None))
-            history = history_of(ends)
-            period_end = YEAR + dt.timedelta(days=period_end_day)
-            async with engine.connect() as conn:
-                from_db = await queries.care_summary(conn, registry(), "arr", history, period_end, per_residence=True)
-                stored = await queries.care_lines(conn, "arr")
+            await compare_sums(engine, lines, ends, period_end_day)
         finally:
             await engine.dispose()
-    reference = summarise_care(context("residence_hours"), lines, history, period_end)
-    assert from_db == reference
-    assert sorted(stored, key=lambda line: line.registration_id) == lines
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
