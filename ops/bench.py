@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
@@ -20,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from typing import Callable
+from typing import Callable, Iterator
 
 import httpx
 from aiokafka import AIOKafkaProducer
@@ -33,6 +34,23 @@ from shared.topics import TopicSpec
 
 SCHOOL, GROUP, ARRANGEMENT = "bench-school", "g1", "bench-arr"
 START = dt.date(2025, 8, 1)
+
+
+@contextlib.contextmanager
+def bench_stack(prefix: str = "zorgpot-bench-") -> Iterator[tuple[Stack, httpx.Client]]:
+    """A stack of its own (embedded broker, four services, SQLite, spare ports), its coordinator client
+    (`/api/v1`) and the bench region seeded; stopped and deleted afterwards."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        token = f"zp_bench_{secrets.token_hex(8)}"
+        stack = Stack(Path(tmp), *stack_ports(), token)
+        stack.start_all(timeout=120)
+        try:
+            with httpx.Client(base_url=f"{stack.gateway_url}/api/v1", timeout=120,
+                              headers={"Authorization": f"Bearer {token}"}) as api:
+                seed(api)
+                yield stack, api
+        finally:
+            stack.stop_all()
 
 
 def seed(api: httpx.Client, school: str = SCHOOL, arrangement: str = ARRANGEMENT) -> None:
@@ -241,36 +259,27 @@ def main() -> None:
     parser.add_argument("--out", default="var/bench.json")
     args = parser.parse_args()
     n = args.registrations
-    with tempfile.TemporaryDirectory(prefix="zorgpot-bench-") as tmp:
-        token = f"zp_bench_{secrets.token_hex(8)}"
-        stack = Stack(Path(tmp), *stack_ports(), token)
-        stack.start_all(timeout=120)
-        try:
-            with httpx.Client(base_url=f"{stack.gateway_url}/api/v1", timeout=120,
-                              headers={"Authorization": f"Bearer {token}"}) as api:
-                seed(api)
-                items = registrations("bench", n)
-                raw = asyncio.run(raw_produce(f"127.0.0.1:{stack.broker_port}", items))
-                t0 = time.monotonic()
-                ingest_rate = ingest(api, items)
-                accepted_at = wait_processed(stack, n)
-                books_at = wait_books(stack, n)
-                validated_rate = n / (accepted_at - t0)
-                pipeline_rate = n / (books_at - t0)
-                invariant = httpx.get(f"{stack.service_url('settlement')}/internal/invariant",
-                                      params={"arrangement_id": ARRANGEMENT}, timeout=300).json()["arrangements"][0]
-                assert invariant["registrations"] == n and invariant["ok"], invariant
-                floor = framework_floor(stack, n)
-                latencies, achieved_rate = pot_latency(api, args.latency_samples, args.latency_rate, args.latency_max_s)
-                # Everything on care.logged now: the bench pot, the background pot, the probes.
-                totals = {aid: pot_registrations(stack, aid) for aid in (ARRANGEMENT, "bench-bg-arr", "bench-probe-arr")}
-                events = sum(totals.values())
-                replay_s, replay_after_ready_s = replay(stack, {
-                    "budget": _quietly(lambda: all(pot_registrations(stack, aid) >= c for aid, c in totals.items())),
-                    "settlement": _quietly(lambda: settlement_applied(stack) >= events)})
-                replay_rate = events / replay_s
-        finally:
-            stack.stop_all()
+    with bench_stack() as (stack, api):
+        items = registrations("bench", n)
+        raw = asyncio.run(raw_produce(f"127.0.0.1:{stack.broker_port}", items))
+        t0 = time.monotonic()
+        ingest_rate = ingest(api, items)
+        accepted_at = wait_processed(stack, n)
+        books_at = wait_books(stack, n)
+        validated_rate = n / (accepted_at - t0)
+        pipeline_rate = n / (books_at - t0)
+        invariant = httpx.get(f"{stack.service_url('settlement')}/internal/invariant",
+                              params={"arrangement_id": ARRANGEMENT}, timeout=300).json()["arrangements"][0]
+        assert invariant["registrations"] == n and invariant["ok"], invariant
+        floor = framework_floor(stack, n)
+        latencies, achieved_rate = pot_latency(api, args.latency_samples, args.latency_rate, args.latency_max_s)
+        # Everything on care.logged now: the bench pot, the background pot, the probes.
+        totals = {aid: pot_registrations(stack, aid) for aid in (ARRANGEMENT, "bench-bg-arr", "bench-probe-arr")}
+        events = sum(totals.values())
+        replay_s, replay_after_ready_s = replay(stack, {
+            "budget": _quietly(lambda: all(pot_registrations(stack, aid) >= c for aid, c in totals.items())),
+            "settlement": _quietly(lambda: settlement_applied(stack) >= events)})
+        replay_rate = events / replay_s
     lat = lambda pct: round(percentile(latencies, pct) * 1000, 1)  # noqa: E731
     report = {
         "registrations": n,

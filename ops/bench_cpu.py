@@ -11,15 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
-import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
 from ops import bench
-from ops.stack import Stack, stack_ports
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -56,25 +51,16 @@ def main() -> None:
     parser.add_argument("--registrations", type=int, default=20_000)
     args = parser.parse_args()
     n = args.registrations
-    with tempfile.TemporaryDirectory(prefix="zorgpot-bench-cpu-") as tmp:
-        token = f"zp_bench_{secrets.token_hex(8)}"
-        stack = Stack(Path(tmp), *stack_ports(), token)
-        stack.start_all(timeout=120)
-        try:
-            with httpx.Client(base_url=f"{stack.gateway_url}/api/v1", timeout=120,
-                              headers={"Authorization": f"Bearer {token}"}) as api:
-                bench.seed(api)
-                items = bench.registrations("bench", n)
-                trees = {name: process_tree(child.process.pid)
-                         for name, child in stack.children.items() if child.process is not None}
-                before = {name: sum(map(cpu_seconds, pids)) for name, pids in trees.items()}
-                started = time.monotonic()
-                ingest_rate = bench.ingest(api, items)
-                bench.wait_books(stack, n)
-                wall = time.monotonic() - started
-                after = {name: sum(map(cpu_seconds, pids)) for name, pids in trees.items()}
-        finally:
-            stack.stop_all()
+    with bench.bench_stack("zorgpot-bench-cpu-") as (stack, api):
+        items = bench.registrations("bench", n)
+        trees = {name: process_tree(child.process.pid)
+                 for name, child in stack.children.items() if child.process is not None}
+        before = {name: sum(map(cpu_seconds, pids)) for name, pids in trees.items()}
+        started = time.monotonic()
+        ingest_rate = bench.ingest(api, items)
+        bench.wait_books(stack, n)
+        wall = time.monotonic() - started
+        after = {name: sum(map(cpu_seconds, pids)) for name, pids in trees.items()}
     per_process = {name: round((after[name] - before[name]) / n * 1e6, 1) for name in before}
     report = {"registrations": n, "ingest_per_s": round(ingest_rate), "pipeline_per_s": round(n / wall),
               "cpu_us_per_registration": per_process,
