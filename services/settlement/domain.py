@@ -794,18 +794,24 @@ def close_period(context: ArrangementContext, lines: Iterable[CareLine], history
     """
     _check_history(context.arrangement_id, history)
     check_period(context.arrangement, history, period_start, period_end)
-    return close_summarised(context, summarise_care(context, lines, history, period_end), history,
-                            period_start, period_end, issued_on)
+    return _close(context, summarise_care(context, lines, history, period_end), history,
+                  period_start, period_end, issued_on)
 
 
 def close_summarised(context: ArrangementContext, care: CareSummary, history: Sequence[Close],
                      period_start: dt.date, period_end: dt.date, issued_on: dt.date) -> CloseResult:
     """`close_period` from the care lines' summary (`summarise_care`, or the database's equal sums)."""
+    _check_history(context.arrangement_id, history)
+    check_period(context.arrangement, history, period_start, period_end)
+    return _close(context, care, history, period_start, period_end, issued_on)
+
+
+def _close(context: ArrangementContext, care: CareSummary, history: Sequence[Close],
+           period_start: dt.date, period_end: dt.date, issued_on: dt.date) -> CloseResult:
+    """The close itself, history and period already checked."""
     arrangement = context.arrangement
     policy = arrangement.settlement
     host = context.host_municipality
-    _check_history(context.arrangement_id, history)
-    check_period(arrangement, history, period_start, period_end)
     closes_made = len(history)
     if care.latest_close_seen > closes_made:
         raise SettlementError(f"registrations of {context.arrangement_id} claim to be learned after close "
