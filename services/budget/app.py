@@ -20,9 +20,14 @@ REGISTRY_WAIT_S = 5.0  # how long a view waits for the registry version the call
 
 
 async def refresh_gauges(arrangement_ids: set[str] | None = None) -> None:
-    for figures in await service.pots(arrangement_ids=arrangement_ids):
+    # Read everything first, then publish with no await in between: /metrics is served on this event loop,
+    # so a scrape sees a pot's figures and its reconciliation gauge together, never one without the other
+    # (a freshly restarted worker used to show spent before its reconciliation series existed).
+    pots = await service.pots(arrangement_ids=arrangement_ids)
+    reconciliation = (await service.reconciliation(arrangement_ids))["pots"]
+    for figures in pots:
         metrics.publish_pot(figures)
-    metrics.publish_reconciliation((await service.reconciliation(arrangement_ids))["pots"])
+    metrics.publish_reconciliation(reconciliation)
 
 
 @app.agent(care_topic, concurrency=1)  # concurrency=1: faust-streaming #606 (offsets can skip otherwise)
