@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections import Counter
 from typing import Annotated, Literal
 
 import orjson
@@ -242,3 +243,22 @@ class CloseRequest(Model):
     arrangement_id: SlugId
     period_start: dt.date
     period_end: dt.date
+
+
+MAX_CLOSE_BATCH = 1000  # a region has hundreds of arrangements; one request closes them all
+
+
+class CloseBatchRequest(Model):
+    """Close the same period for several arrangements (POST /settlements/close/batch): all of them or none."""
+
+    arrangement_ids: list[SlugId] = Field(min_length=1, max_length=MAX_CLOSE_BATCH)
+    period_start: dt.date
+    period_end: dt.date
+
+    @field_validator("arrangement_ids")
+    @classmethod
+    def _each_once(cls, ids: list[str]) -> list[str]:
+        repeated = sorted(a for a, times in Counter(ids).items() if times > 1)
+        if repeated:
+            raise ValueError(f"each arrangement may be listed once; repeated: {', '.join(repeated)}")
+        return ids

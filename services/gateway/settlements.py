@@ -22,7 +22,7 @@ from services.gateway.deps import (RETRY_AFTER_S, CodePath, NoNulStr, require_co
                                    service_post)
 from services.gateway.service import current_registry_version
 from services.gateway.webhooks import Deliverer, StatementFeed, delivery_status
-from shared.schemas import CloseRequest
+from shared.schemas import CloseBatchRequest, CloseRequest
 
 
 @asynccontextmanager
@@ -83,8 +83,35 @@ async def close_period(body: CloseRequest, request: Request, _: Principal = Depe
         version = await current_registry_version(conn)
     if await request.app.state.registry.get("arrangement", body.arrangement_id) is None:
         raise HTTPException(404, f"arrangement {body.arrangement_id!r} is not registered")
-    payload = {**body.model_dump(mode="json"), "registry_version": version}
-    reply = await service_post(request, "settlement", "/internal/close", payload)
+    reply = await _post_close(request, "/internal/close", body.model_dump(mode="json"), version)
+    result = reply.json()
+    result.pop("created", None)
+    return JSONResponse(result, status_code=reply.status_code)
+
+
+@router.post("/settlements/close/batch", status_code=201, tags=["settlement"],
+             responses={200: {"description": "exactly this period was closed before for every arrangement"},
+                        404: {"description": "an arrangement is not registered (named); nothing was closed"},
+                        409: {"description": "the period overlaps a closed period of an arrangement (named); "
+                                             "nothing was closed"},
+                        422: {"description": "the request or the period is invalid for an arrangement (named); "
+                                             "nothing was closed"}})
+async def close_period_batch(body: CloseBatchRequest, request: Request, _: Principal = Depends(require_coordinator)):
+    """Close the same period for many arrangements (a region's quarter) in one transaction: all or none.
+
+    Answers `{closes: [{arrangement_id, period_start, period_end, close_sequence, issued_on, created,
+    statements}]}` in the order asked; `created` is false for an arrangement whose period was closed exactly
+    so before (its statements then). 201 when anything was closed now, 200 when everything was a repeat."""
+    async with request.app.state.read_engine.connect() as conn:
+        version = await current_registry_version(conn)
+    reply = await _post_close(request, "/internal/close-batch", body.model_dump(mode="json"), version)
+    return JSONResponse(reply.json(), status_code=reply.status_code)
+
+
+async def _post_close(request: Request, path: str, payload: dict[str, Any], registry_version: int) -> Any:
+    """Ask the settlement service to close; its errors become the same HTTP errors (a period problem names
+    the field, as a validation error would)."""
+    reply = await service_post(request, "settlement", path, {**payload, "registry_version": registry_version})
     if reply.status_code == 422:
         detail = reply.json().get("detail")
         if isinstance(detail, str):
@@ -92,9 +119,7 @@ async def close_period(body: CloseRequest, request: Request, _: Principal = Depe
             detail = [{"loc": ["body", field], "field": field, "msg": detail, "type": "period"}]
         raise HTTPException(422, detail)
     _passthrough(reply)
-    result = reply.json()
-    result.pop("created", None)
-    return JSONResponse(result, status_code=reply.status_code)
+    return reply
 
 
 # -- statements ---------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 Views (reached only through the gateway, which does authentication and authorisation):
   POST /internal/close                   {arrangement_id, period_start, period_end, registry_version?}
+  POST /internal/close-batch             {arrangement_ids, period_start, period_end, registry_version?}
   GET  /internal/statements              ?municipality=&arrangement_id=
   GET  /internal/statements/{id}         ?format=json|csv|pdf &dutch=1 (csv: ';' and decimal comma)
   GET  /internal/invariant               ?arrangement_id=
@@ -21,7 +22,7 @@ from services.settlement.render import statement_csv, statement_pdf
 from services.settlement.service import SERVICE, RegistryBehind, SettlementService, UnknownArrangement
 from shared import topics
 from shared.events import CareLogged, CareVoided
-from shared.schemas import CloseRequest
+from shared.schemas import CloseBatchRequest, CloseRequest
 from shared.streams import decode_events, in_batches, make_runtime
 
 log = logging.getLogger("zorgpot.settlement")
@@ -44,30 +45,49 @@ def truthy(value: str | None) -> bool:
     return (value or "").lower() in ("1", "true", "yes", "comma")
 
 
+async def _close_reply(view: View, request, model, close):  # noqa: ANN001, ANN202
+    """Parse the body as `model`, run `close(parsed, registry_version)`, map domain errors to HTTP."""
+    await rt.books_ready.wait()
+    try:
+        body = orjson.loads(await request.read())
+        version = int(body.pop("registry_version", 0)) if isinstance(body, dict) else 0
+        parsed = model.model_validate(body)
+    except ValidationError as exc:
+        return view.json({"detail": [{"field": ".".join(str(p) for p in e["loc"]), "msg": e["msg"]}
+                                     for e in exc.errors()]}, status=422)
+    except (ValueError, TypeError) as exc:
+        return view.json({"detail": f"body is not a close request: {exc}"}, status=422)
+    try:
+        return await close(parsed, version)
+    except UnknownArrangement as exc:
+        return view.json({"detail": str(exc)}, status=404)
+    except RegistryBehind as exc:
+        return view.json({"detail": str(exc)}, status=503)
+    except PeriodConflictError as exc:  # before SettlementError: it is a subclass
+        return view.json({"detail": str(exc)}, status=409)
+    except SettlementError as exc:
+        return view.json({"detail": str(exc)}, status=422)
+
+
 @app.page("/internal/close")
 class CloseView(View):
     async def post(self, request):  # noqa: ANN001, ANN201
-        await rt.books_ready.wait()
-        try:
-            body = orjson.loads(await request.read())
-            version = int(body.pop("registry_version", 0)) if isinstance(body, dict) else 0
-            close_request = CloseRequest.model_validate(body)
-        except ValidationError as exc:
-            return self.json({"detail": [{"field": ".".join(str(p) for p in e["loc"]), "msg": e["msg"]}
-                                         for e in exc.errors()]}, status=422)
-        except (ValueError, TypeError) as exc:
-            return self.json({"detail": f"body is not a close request: {exc}"}, status=422)
-        try:
-            outcome = await service.close(close_request, version)
-        except UnknownArrangement as exc:
-            return self.json({"detail": str(exc)}, status=404)
-        except RegistryBehind as exc:
-            return self.json({"detail": str(exc)}, status=503)
-        except PeriodConflictError as exc:  # before SettlementError: it is a subclass
-            return self.json({"detail": str(exc)}, status=409)
-        except SettlementError as exc:
-            return self.json({"detail": str(exc)}, status=422)
-        return self.json(outcome.to_dict(), status=201 if outcome.created else 200)
+        async def close(parsed: CloseRequest, version: int):  # noqa: ANN202
+            outcome = await service.close(parsed, version)
+            return self.json(outcome.to_dict(), status=201 if outcome.created else 200)
+
+        return await _close_reply(self, request, CloseRequest, close)
+
+
+@app.page("/internal/close-batch")
+class CloseBatchView(View):
+    async def post(self, request):  # noqa: ANN001, ANN201
+        async def close(parsed: CloseBatchRequest, version: int):  # noqa: ANN202
+            outcomes = await service.close_many(parsed, version)
+            created = any(outcome.created for outcome in outcomes)
+            return self.json({"closes": [outcome.to_dict() for outcome in outcomes]}, status=201 if created else 200)
+
+        return await _close_reply(self, request, CloseBatchRequest, close)
 
 
 @app.page("/internal/statements")

@@ -55,73 +55,87 @@ async def care_lines(conn: AsyncConnection, arrangement_id: str) -> list[CareLin
 
 async def care_summary(conn: AsyncConnection, registry: RegistryCopy, arrangement_id: str, history: Sequence[Close],
                        period_end: dt.date, per_residence: bool) -> CareSummary:
-    """domain.summarise_care of the arrangement's stored lines, for closing the period ending `period_end`.
+    """domain.summarise_care of the arrangement's stored lines, for closing the period ending `period_end`."""
+    previous_end = history[-1].period_end if history else None
+    summaries = await care_summaries(conn, registry, [arrangement_id], len(history), previous_end, period_end,
+                                     per_residence)
+    return summaries[arrangement_id]
 
-    `per_residence=False` leaves `new_care` empty: the period keys split the care total by their own basis and
-    never look at who the care was for.
+
+async def care_summaries(conn: AsyncConnection, registry: RegistryCopy, arrangement_ids: Sequence[str],
+                         closes_made: int, previous_end: dt.date | None, period_end: dt.date, per_residence: bool
+                         ) -> dict[str, CareSummary]:
+    """`care_summary` of several arrangements at once, in three queries rather than three per arrangement.
+
+    The SQL depends on an arrangement's history only through how many closes it made and where the last one
+    ended, so arrangements alike in that (the usual case when a region closes a quarter) share the queries;
+    the caller groups them. `per_residence=False` leaves `new_care` empty: the period keys split the care
+    total by their own basis and never look at who the care was for.
     """
-    closes_made = len(history)
-    previous = history[-1] if history else None
     sequence = closes_made + 1
-    mine = cl.c.arrangement_id == arrangement_id
+    mine = cl.c.arrangement_id.in_(list(arrangement_ids))
     # This close's own care: counted by this close, dated after the previous close's end.
     this_close = and_(mine, _included(sequence, period_end))
-    if previous is not None:
-        this_close = and_(this_close, cl.c.date > previous.period_end)
-        reproduced = func.sum(case((_included(previous.sequence, previous.period_end), cl.c.cost_cent_minutes),
-                                   else_=0))
+    if previous_end is not None:
+        this_close = and_(this_close, cl.c.date > previous_end)
+        reproduced = func.sum(case((_included(closes_made, previous_end), cl.c.cost_cent_minutes), else_=0))
     else:
         reproduced = literal(0, Integer)
-    totals = (await conn.execute(select(
-        func.coalesce(reproduced, 0), func.coalesce(func.max(cl.c.known_since_close), 0),
+    totals = {row[0]: row for row in (await conn.execute(select(
+        cl.c.arrangement_id, func.coalesce(reproduced, 0), func.coalesce(func.max(cl.c.known_since_close), 0),
         func.coalesce(func.max(cl.c.voided_since_close), 0),
-    ).where(mine))).one()
+    ).where(mine).group_by(cl.c.arrangement_id))).all()}
 
     # domain._exact_rate: the rate where the cost divides by the minutes (NULL where it does not).
     rate = case((and_(cl.c.minutes > 0, cl.c.cost_cent_minutes % cl.c.minutes == 0),
                  cl.c.cost_cent_minutes // cl.c.minutes), else_=None)
-    days = routing_days(registry.municipalities, previous.period_end if previous else None, period_end)
+    days = routing_days(registry.municipalities, previous_end, period_end)
     # domain.routing_day_of: the first routing day on or after the care date.
     routing = case(*[(cl.c.date <= day, index) for index, day in enumerate(days[:-1])],
                    else_=len(days) - 1) if len(days) > 1 and per_residence else literal(0, Integer)
     residences = cl.c.residences if per_residence else literal("", String)
     # A subquery, so that GROUP BY names plain columns (PostgreSQL would not match the bound parameters of
     # the CASE in the select list to those in a GROUP BY expression).
-    per_line = (select(routing.label("routing"), residences.label("residences"), rate.label("rate"),
-                       cl.c.cost_cent_minutes, cl.c.minutes).where(this_close).subquery())
+    per_line = (select(cl.c.arrangement_id, routing.label("routing"), residences.label("residences"),
+                       rate.label("rate"), cl.c.cost_cent_minutes, cl.c.minutes).where(this_close).subquery())
     rows = (await conn.execute(
-        select(per_line.c.routing, per_line.c.residences, per_line.c.rate,
+        select(per_line.c.arrangement_id, per_line.c.routing, per_line.c.residences, per_line.c.rate,
                func.sum(per_line.c.cost_cent_minutes), func.sum(per_line.c.minutes))
-        .group_by(per_line.c.routing, per_line.c.residences, per_line.c.rate))).all()
-    groups: dict[tuple[dt.date, tuple[str, ...]], list[int]] = {}
-    rates: set[int] = set()
-    new_cost = 0
-    for index, homes, exact_rate, cost, minutes in rows:
-        new_cost += int(cost)
+        .group_by(per_line.c.arrangement_id, per_line.c.routing, per_line.c.residences, per_line.c.rate))).all()
+    groups: dict[str, dict[tuple[dt.date, tuple[str, ...]], list[int]]] = {a: {} for a in arrangement_ids}
+    rates: dict[str, set[int]] = {a: set() for a in arrangement_ids}
+    new_cost = dict.fromkeys(arrangement_ids, 0)
+    for arrangement_id, index, homes, exact_rate, cost, minutes in rows:
+        new_cost[arrangement_id] += int(cost)
         if exact_rate is not None:
-            rates.add(int(exact_rate))
+            rates[arrangement_id].add(int(exact_rate))
         if per_residence:
-            group = groups.setdefault((days[index], tuple(homes.split(" "))), [0, 0])  # stored sorted
+            group = groups[arrangement_id].setdefault((days[index], tuple(homes.split(" "))), [0, 0])  # sorted
             group[0] += int(cost)
             group[1] += int(minutes)
-    new_care = tuple(NewCare(day, homes, cost, minutes) for (day, homes), (cost, minutes) in sorted(groups.items()))
 
-    corrections: list[CareLine] = []
-    if previous is not None:
+    corrections: dict[str, list[CareLine]] = {a: [] for a in arrangement_ids}
+    if previous_end is not None:
         # Dated in a closed period and counted differently by the previous close than by this one.
-        before, now = _included(previous.sequence, previous.period_end), _included(sequence, period_end)
+        before, now = _included(closes_made, previous_end), _included(sequence, period_end)
         rows = (await conn.execute(
-            select(*LINE_COLUMNS)
-            .where(mine, cl.c.date <= previous.period_end, or_(and_(before, not_(now)), and_(not_(before), now)))
-            .order_by(cl.c.date, cl.c.registration_id))).all()
+            select(cl.c.arrangement_id, *LINE_COLUMNS)
+            .where(mine, cl.c.date <= previous_end, or_(and_(before, not_(now)), and_(not_(before), now)))
+            .order_by(cl.c.arrangement_id, cl.c.date, cl.c.registration_id))).all()
         parsed: dict[bytes, tuple[tuple[str, str], ...]] = {}
-        corrections = [_care_line(row, parsed) for row in rows]
+        for row in rows:
+            corrections[row.arrangement_id].append(_care_line(row, parsed))
 
-    return CareSummary(
-        reproduced_cost_cent_minutes=int(totals[0]),
-        new_cost_cent_minutes=new_cost,
-        new_rates=frozenset(rates),
-        new_care=new_care,
-        corrections=tuple(corrections),
-        latest_close_seen=max(int(totals[1]), int(totals[2])),
-    )
+    summaries = {}
+    for arrangement_id in arrangement_ids:
+        total = totals.get(arrangement_id)
+        summaries[arrangement_id] = CareSummary(
+            reproduced_cost_cent_minutes=int(total[1]) if total else 0,
+            new_cost_cent_minutes=new_cost[arrangement_id],
+            new_rates=frozenset(rates[arrangement_id]),
+            new_care=tuple(NewCare(day, homes, cost, minutes)
+                           for (day, homes), (cost, minutes) in sorted(groups[arrangement_id].items())),
+            corrections=tuple(corrections[arrangement_id]),
+            latest_close_seen=max(int(total[2]), int(total[3])) if total else 0,
+        )
+    return summaries

@@ -241,6 +241,78 @@ def test_d_void_after_close_is_a_negative_correction_next_period_and_the_invaria
     assert school.arrangement_id in run.stdout and "invariant holds" in run.stdout
 
 
+def close_batch(api: Api, arrangement_ids: list[str], start: dt.date, end: dt.date) -> httpx.Response:
+    return api.post("/settlements/close/batch", json={"arrangement_ids": arrangement_ids,
+                                                      "period_start": start.isoformat(), "period_end": end.isoformat()})
+
+
+def statement_ids(api: Api, arrangement_id: str) -> list[str]:
+    reply = api.get("/statements", params={"arrangement_id": arrangement_id})
+    assert reply.status_code == 200, reply.text
+    return sorted(s["statement_id"] for s in reply.json())
+
+
+def test_e_one_request_closes_a_period_for_many_arrangements_all_or_nothing(api: Api) -> None:
+    """POST /settlements/close/batch: each arrangement gets what its own close would give, in one transaction;
+    a repeat answers with the same statements; a conflict, an unknown or a repeated arrangement closes none."""
+    low, mid, high = new_codes(3)
+    towns = {low: ("Low", 3000), mid: ("Mid", 1000), high: ("High", 1000)}
+    shares = School(api, mid, towns, {"key": "fixed_shares", "shares": {low: 1, mid: 1, high: 1}}, rate_cents=6000)
+    shares.pupil("p1", [(mid, D(2025, 1, 1), None)]).arrangement()
+    residence = School(api, low, towns, {"key": "residence_hours"})
+    residence.pupil("p1", [(low, D(2025, 1, 1), None)]).pupil("p2", [(high, D(2025, 1, 1), None)]).arrangement()
+    youth = School(api, high, towns, {"key": "youth_share", "municipalities": [low, high]}, rate_cents=7000)
+    youth.pupil("p1", [(high, D(2025, 1, 1), None)]).arrangement()
+    tag = secrets.token_hex(3)
+    shares.register([(f"cb-{tag}-s1", D(2025, 1, 20), 100, None), (f"cb-{tag}-s2", D(2025, 2, 3), 100, None)])
+    residence.register([(f"cb-{tag}-r1", D(2025, 1, 6), 60, ["p1", "p2"]), (f"cb-{tag}-r2", D(2025, 2, 7), 30, ["p2"])])
+    youth.register([(f"cb-{tag}-y1", D(2025, 2, 10), 600, None)])
+    for school, count in ((shares, 2), (residence, 2), (youth, 1)):
+        wait_applied(api.stack, school.arrangement_id, count)
+    # One arrangement already closed January on its own: the batch mixes histories.
+    assert shares.close(D(2025, 1, 1), D(2025, 1, 31)).status_code == 201
+    everyone = [shares.arrangement_id, residence.arrangement_id, youth.arrangement_id]
+
+    # Refusals first; each names the problem and closes nothing.
+    before = {a: statement_ids(api, a) for a in everyone}
+    overlap = close_batch(api, everyone, D(2025, 1, 15), D(2025, 2, 28))
+    assert overlap.status_code == 409, overlap.text
+    assert shares.arrangement_id in overlap.json()["detail"] and "overlaps" in overlap.json()["detail"]
+    unknown = close_batch(api, everyone + ["no-such-arrangement"], D(2025, 2, 1), D(2025, 2, 28))
+    assert unknown.status_code == 404 and "no-such-arrangement" in unknown.json()["detail"]
+    twice = close_batch(api, everyone + [youth.arrangement_id], D(2025, 2, 1), D(2025, 2, 28))
+    assert twice.status_code == 422 and youth.arrangement_id in twice.text and "once" in twice.text
+    assert close_batch(api, [], D(2025, 2, 1), D(2025, 2, 28)).status_code == 422
+    backwards = close_batch(api, everyone, D(2025, 2, 28), D(2025, 2, 1))
+    assert backwards.status_code == 422 and backwards.json()["detail"][0]["field"] == "period_end"
+    assert {a: statement_ids(api, a) for a in everyone} == before
+
+    reply = close_batch(api, everyone, D(2025, 2, 1), D(2025, 2, 28))
+    assert reply.status_code == 201, reply.text
+    closes = reply.json()["closes"]
+    assert [c["arrangement_id"] for c in closes] == everyone and all(c["created"] for c in closes)
+    assert [c["close_sequence"] for c in closes] == [2, 1, 1]
+    totals = [{s["municipality"]: s["total_cents"] for s in c["statements"]} for c in closes]
+    assert totals[0] == {low: 3334, mid: 3333, high: 3333}  # February's EUR 100.00 in equal thirds
+    # January (no close covered it) and February: 60 min for p1 and p2, then 30 min for p2.
+    assert totals[1] == {low: 3250, high: 3250 + 3250}
+    assert totals[2] == {low: 52500, high: 17500}  # EUR 700.00 by youth population 3000 : 1000
+    for school, close in zip((shares, residence, youth), closes):
+        for summary in close["statements"]:
+            full = api.get(f"/statements/{summary['statement_id']}").json()
+            assert full["total_cents"] == summary["total_cents"] == sum(line["amount_cents"] for line in full["lines"])
+        item = settlement(api.stack, "/internal/invariant", arrangement_id=school.arrangement_id)["arrangements"][0]
+        assert item["ok"] and item["unsettled_cents"] == 0, item
+
+    again = close_batch(api, everyone, D(2025, 2, 1), D(2025, 2, 28))
+    assert again.status_code == 200, again.text
+    assert [c["statements"] for c in again.json()["closes"]] == [c["statements"] for c in closes]
+    assert not any(c["created"] for c in again.json()["closes"])
+    # The single close sees the batch's close as its own.
+    single = youth.close(D(2025, 2, 1), D(2025, 2, 28))
+    assert single.status_code == 200 and single.json()["statements"] == closes[2]["statements"]
+
+
 def test_municipalities_see_only_their_own_statements_and_schools_none(api: Api) -> None:
     mine, theirs = new_codes(2)
     school = School(api, mine, {mine: ("Mine", None), theirs: ("Theirs", None)}, {"key": "residence_hours"})
