@@ -34,7 +34,7 @@ from services.settlement.service import SettlementService
 from shared.db import create_tables, make_engine
 from shared.outbox import outbox_tables
 from shared.registry import RegistryCopy, registry_table
-from shared.schemas import CloseRequest
+from shared.schemas import CloseBatchRequest, CloseRequest
 
 YEAR_START, YEAR_END = dt.date(2025, 1, 1), dt.date(2025, 12, 31)
 RATE = 6500
@@ -132,9 +132,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         fill(db, arrangement_ids, homes, args.registrations, rng)
         fill_s = time.perf_counter() - started
         read_s, read_cpu_s = raw_read(db, arrangement_ids)
-        service = SettlementService(engine, copy, outbox, lambda: None)
+        batch_db = Path(tmp) / "settlement-batch.db"
+        with sqlite3.connect(db) as source, sqlite3.connect(batch_db) as target:
+            source.backup(target)  # the same books for the batch close
         per_arrangement = []
         statements = charged = 0
+        service = SettlementService(engine, copy, outbox, lambda: None)
         started, cpu_started = time.perf_counter(), time.process_time()
         for arrangement_id in arrangement_ids:
             t0 = time.perf_counter()
@@ -145,21 +148,29 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             statements += len(outcome.statements)
             charged += outcome.close.charged_cents
         close_s, close_cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
-        # Sanity: what was charged is the rounded cost of every line (no education contribution here).
-        async with engine.connect() as conn:
-            total = (await conn.exec_driver_sql("SELECT sum(cost_cent_minutes) FROM care_lines")).scalar_one()
-            digest = hashlib.sha256()
-            for (doc,) in await conn.exec_driver_sql("SELECT doc FROM statements ORDER BY statement_id"):
-                digest.update(doc)
-        await engine.dispose()
+        total, digest = await statements_digest(engine)
+
+        batch_engine = make_engine(f"sqlite+aiosqlite:///{batch_db}")
+        batch_service = SettlementService(batch_engine, copy, outbox, lambda: None)
+        started, cpu_started = time.perf_counter(), time.process_time()
+        outcomes = await batch_service.close_many(CloseBatchRequest(arrangement_ids=arrangement_ids,
+                                                                    period_start=YEAR_START, period_end=YEAR_END))
+        batch_s, batch_cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
+        assert all(outcome.created for outcome in outcomes)
+        _, batch_digest = await statements_digest(batch_engine)
     per_arrangement.sort()
     return {
-        "what": "in-process: SettlementService.close on SQLite books filled directly (not through the stack)",
+        "what": "in-process: SettlementService.close one by one, and close_many at once, on SQLite books filled "
+                "directly (not through the stack)",
         "municipalities": args.municipalities, "arrangements": args.arrangements,
         "registrations": args.registrations, "pupils_per_school": args.pupils,
         "fill_s": round(fill_s, 2),
-        "close_all_s": round(close_s, 3),
+        "close_all_s": round(close_s, 3),  # POST /settlements/close for each arrangement in turn
         "close_all_cpu_s": round(close_cpu_s, 3),  # CPU time of this process: less noisy on a shared machine
+        "close_batch_s": round(batch_s, 3),  # one POST /settlements/close/batch for all of them
+        "close_batch_cpu_s": round(batch_cpu_s, 3),
+        "close_batch_to_raw_read_ratio": round(batch_s / read_s, 1),
+        "batch_statements_identical": batch_digest == digest,
         "baseline_raw_read_s": round(read_s, 3),  # sqlite3 fetching the same lines, nothing else
         "baseline_raw_read_cpu_s": round(read_cpu_s, 3),
         "close_to_raw_read_ratio": round(close_s / read_s, 1),
@@ -168,9 +179,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "lines_per_s": round(args.registrations / close_s),
         "statements": statements,
         "charged_cents": charged,
-        "statements_sha256": digest.hexdigest()[:16],  # equal before and after an optimisation
+        "statements_sha256": digest,  # equal before and after an optimisation
         "charged_matches_cost": charged == sum_rounded(total, args.arrangements, charged),
     }
+
+
+async def statements_digest(engine: Any) -> tuple[int, str]:
+    """Sum of the care lines' cost and a digest of every statement document; disposes of the engine."""
+    async with engine.connect() as conn:
+        total = (await conn.exec_driver_sql("SELECT sum(cost_cent_minutes) FROM care_lines")).scalar_one()
+        digest = hashlib.sha256()
+        for (doc,) in await conn.exec_driver_sql("SELECT doc FROM statements ORDER BY statement_id"):
+            digest.update(doc)
+    await engine.dispose()
+    return total, digest.hexdigest()[:16]  # equal before and after an optimisation
 
 
 def sum_rounded(total_cent_minutes: int, arrangements: int, charged: int) -> int:

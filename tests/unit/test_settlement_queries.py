@@ -5,6 +5,7 @@ statements as a close from the lines."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import tempfile
 from pathlib import Path
@@ -94,15 +95,18 @@ def books_(draw: st.DrawFn) -> tuple[list[CareLine], list[int], int]:
 async def compare_sums(engine: AsyncEngine, lines: list[CareLine], ends: list[int], period_end_day: int) -> None:
     """Store `lines` (and another arrangement's line) in `engine`'s empty care_lines; assert that the
     database's CareSummary equals the domain reference and that the lines read back unchanged."""
+    # A twin arrangement with the same lines under other ids: asked together, each gets its own sums.
+    twins = [dataclasses.replace(line, registration_id=f"t-{line.registration_id}") for line in lines]
     async with engine.begin() as conn:
         if lines:
             await conn.execute(books.care_lines.insert(), [{
-                "registration_id": line.registration_id, "arrangement_id": "arr", "school_id": "focus",
+                "registration_id": line.registration_id, "arrangement_id": arrangement_id, "school_id": "focus",
                 "date": line.date, "minutes": line.minutes, "cost_cent_minutes": line.cost_cent_minutes,
                 "attributions": orjson.dumps([list(a) for a in line.attributions]),
                 "residences": books.residences_column(line.attributions),
                 "attributed_to": line.attributed_to, "known_since_close": line.known_since_close,
-                "voided": line.voided, "voided_since_close": line.voided_since_close} for line in lines])
+                "voided": line.voided, "voided_since_close": line.voided_since_close}
+                for arrangement_id, copies in (("arr", lines), ("twin", twins)) for line in copies])
         # Another arrangement's lines must not leak into the sums.
         await conn.execute(books.care_lines.insert().values(
             registration_id="other", arrangement_id="arr2", school_id="focus", date=YEAR, minutes=60,
@@ -113,8 +117,13 @@ async def compare_sums(engine: AsyncEngine, lines: list[CareLine], ends: list[in
     async with engine.connect() as conn:
         from_db = await queries.care_summary(conn, registry(), "arr", history, period_end, per_residence=True)
         stored = await queries.care_lines(conn, "arr")
+        together = await queries.care_summaries(conn, registry(), ["twin", "arr", "none"], len(history),
+                                                history[-1].period_end if history else None, period_end,
+                                                per_residence=True)
     reference = summarise_care(context("residence_hours"), lines, history, period_end)
     assert from_db == reference
+    assert together == {"arr": reference, "twin": summarise_care(context("residence_hours"), twins, history, period_end),
+                        "none": summarise_care(context("residence_hours"), [], history, period_end)}
     assert sorted(stored, key=lambda line: line.registration_id) == lines
 
 
