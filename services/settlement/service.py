@@ -228,7 +228,7 @@ class SettlementService:
     async def _close_many(self, contexts: dict[str, ArrangementContext], request: CloseBatchRequest
                           ) -> list[CloseOutcome]:
         period_start, period_end = request.period_start, request.period_end
-        now = dt.datetime.now(dt.timezone.utc)
+        now, issued_on = dt.datetime.now(dt.timezone.utc), today()  # one request, one issue date
         outcomes: dict[str, CloseOutcome] = {}
         results: dict[str, CloseResult] = {}
         async with self.engine.begin() as conn:
@@ -251,7 +251,7 @@ class SettlementService:
                     try:
                         results[arrangement_id] = close_summarised(
                             contexts[arrangement_id], summaries[arrangement_id], histories[arrangement_id],
-                            period_start, period_end, today())
+                            period_start, period_end, issued_on)
                     except SettlementError as exc:  # name the arrangement: a batch has many
                         raise type(exc)(f"arrangement {arrangement_id}: {exc}") from exc
             repeated = [outcome.close for outcome in outcomes.values()]
