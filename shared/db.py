@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import AsyncIterator
 
 from sqlalchemy import Column, Dialect, MetaData, Table, event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from shared import sqlite_inline
 
 
 WRITE_LOCK_TIMEOUT_S = 60.0  # as SQLite's own busy timeout: a writer that waits longer gets an error
@@ -50,7 +52,9 @@ def make_engine(url: str) -> AsyncEngine:
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[1]
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = SQLiteEngine(create_async_engine(url, connect_args={"timeout": 60}).sync_engine)
+        # Calls run on the loop's thread instead of aiosqlite's worker thread (shared/sqlite_inline.py).
+        engine = SQLiteEngine(create_async_engine(url, async_creator=partial(sqlite_inline.open_connection,
+                                                                             path, timeout=60)).sync_engine)
 
         @event.listens_for(engine.sync_engine, "connect")
         def _pragmas(dbapi_connection, _record):  # noqa: ANN001
