@@ -30,12 +30,20 @@ async def refresh_gauges(arrangement_ids: set[str] | None = None) -> None:
     metrics.publish_reconciliation(reconciliation)
 
 
+gauges = metrics.GaugeRefresher(refresh_gauges)
+
+
+@app.task
+async def refresh_changed_gauges() -> None:
+    await gauges.run()
+
+
 @app.agent(care_topic, concurrency=1)  # concurrency=1: faust-streaming #606 (offsets can skip otherwise)
 async def consume_care(stream) -> None:  # noqa: ANN001
     async def handle(values: list[bytes]) -> None:
         changed = await service.handle(decode_events(SERVICE, values, (CareLogged, CareVoided)))
         if changed:
-            await refresh_gauges(changed)
+            gauges.request(changed)
 
     await in_batches(rt, stream, handle)
 

@@ -6,7 +6,9 @@ has no series rather than a made-up 0. Help texts are repeated in docs/budget.md
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+import asyncio
+import logging
+from typing import Any, Awaitable, Callable, Iterable
 
 from prometheus_client import Gauge
 
@@ -39,6 +41,7 @@ CONSUMER_LAG = Gauge("zorgpot_consumer_lag_messages",
                      "Messages in an assigned partition not yet committed by this worker (high watermark from "
                      "fetch responses minus committed offset)", ("service", "topic", "partition"))
 
+log = logging.getLogger("zorgpot.budget")
 STATUS_CODES = {"ok": 0, "warning": 1, "exceeded": 2}
 _OPTIONAL = ((FORECAST, "forecast_cents"), (BURN, "burn_ratio"), (SAVINGS, "savings_cents"),
              (NON_RESIDENT, "non_resident_share"))
@@ -74,3 +77,32 @@ def publish_lag(service: str, lags: dict[tuple[str, int], int]) -> None:
     CONSUMER_LAG.clear()  # partitions move between workers: drop the ones no longer assigned
     for (topic, partition), lag in lags.items():
         CONSUMER_LAG.labels(service, topic, str(partition)).set(lag)
+
+
+class GaugeRefresher:
+    """Refreshes the gauges of the pots a batch changed beside the batch loop rather than in it.
+
+    Refreshing in the loop (pots + reconciliation reads, 7-70 ms at 1,000 registrations/s) delayed the next
+    batch, and with it every pot's `GET /pots` figure, by that much. Requests coalesce: while one refresh
+    runs, the pots changed meanwhile are refreshed together once it is done. A failed refresh is logged and
+    its pots are tried again with the next request (and the service's 10 s timer refreshes every pot)."""
+
+    def __init__(self, refresh: Callable[[set[str]], Awaitable[None]]) -> None:
+        self._refresh = refresh
+        self._pending: set[str] = set()
+        self._wake = asyncio.Event()
+
+    def request(self, arrangement_ids: set[str]) -> None:
+        self._pending |= arrangement_ids
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            arrangement_ids, self._pending = self._pending, set()
+            try:
+                await self._refresh(arrangement_ids)
+            except Exception:  # noqa: BLE001 - keep refreshing; these pots are tried again next time
+                self._pending |= arrangement_ids
+                log.exception("refreshing the gauges of %d pot(s) failed", len(arrangement_ids))
