@@ -82,13 +82,17 @@ def publish_lag(service: str, lags: dict[tuple[str, int], int]) -> None:
 class GaugeRefresher:
     """Refreshes the gauges of the pots a batch changed beside the batch loop rather than in it.
 
-    Refreshing in the loop (pots + reconciliation reads, 7-70 ms at 1,000 registrations/s) delayed the next
-    batch, and with it every pot's `GET /pots` figure, by that much. Requests coalesce: while one refresh
-    runs, the pots changed meanwhile are refreshed together once it is done. A failed refresh is logged and
-    its pots are tried again with the next request (and the service's 10 s timer refreshes every pot)."""
+    Refreshing in the loop (pots + reconciliation reads, 7-70 ms at 1,000 registrations/s, more as a pot's
+    ledger grows: the reconciliation sums it) delayed the next batch, and with it every pot's `GET /pots`
+    figure. Requests coalesce: the pots changed while a refresh runs, or within `min_interval_s` of the last
+    one, are refreshed together, so the gauges cost at most a few refreshes a second however fast batches
+    come (a replay applies hundreds a second) and lag the books by at most about `min_interval_s`. A failed
+    refresh is logged and its pots are tried again with the next request (the service's 10 s timer
+    refreshes every pot as well)."""
 
-    def __init__(self, refresh: Callable[[set[str]], Awaitable[None]]) -> None:
+    def __init__(self, refresh: Callable[[set[str]], Awaitable[None]], min_interval_s: float = 0.5) -> None:
         self._refresh = refresh
+        self._min_interval_s = min_interval_s
         self._pending: set[str] = set()
         self._wake = asyncio.Event()
 
@@ -106,3 +110,4 @@ class GaugeRefresher:
             except Exception:  # noqa: BLE001 - keep refreshing; these pots are tried again next time
                 self._pending |= arrangement_ids
                 log.exception("refreshing the gauges of %d pot(s) failed", len(arrangement_ids))
+            await asyncio.sleep(self._min_interval_s)

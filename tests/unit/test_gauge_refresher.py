@@ -19,7 +19,7 @@ def test_requests_coalesce_and_a_failed_refresh_is_retried() -> None:
             if len(calls) == 3:
                 raise RuntimeError("database briefly unavailable")
 
-        refresher = GaugeRefresher(refresh)
+        refresher = GaugeRefresher(refresh, min_interval_s=0)
         task = asyncio.create_task(refresher.run())
         try:
             refresher.request({"a"})
@@ -41,3 +41,27 @@ def test_requests_coalesce_and_a_failed_refresh_is_retried() -> None:
             task.cancel()
 
     assert asyncio.run(scenario()) == [{"a"}, {"b", "c"}, {"d"}, {"d", "e"}]
+
+
+def test_refreshes_are_spaced_by_the_minimum_interval() -> None:
+    async def scenario() -> list[set[str]]:
+        calls: list[set[str]] = []
+
+        async def refresh(arrangement_ids: set[str]) -> None:
+            calls.append(set(arrangement_ids))
+
+        refresher = GaugeRefresher(refresh, min_interval_s=1.0)
+        task = asyncio.create_task(refresher.run())
+        try:
+            refresher.request({"a"})
+            await asyncio.sleep(0.05)  # "a" is refreshed at once
+            for pot in "bcde":  # batches right after it: held until the interval has passed, then together
+                refresher.request({pot})
+                await asyncio.sleep(0.01)
+            assert calls == [{"a"}]
+            await asyncio.sleep(1.3)
+            return calls
+        finally:
+            task.cancel()
+
+    assert asyncio.run(scenario()) == [{"a"}, {"b", "c", "d", "e"}]
