@@ -11,7 +11,7 @@ from shared.streams import decode_events, in_batches, make_runtime
 
 log = logging.getLogger("zorgpot.budget")
 
-rt = make_runtime(SERVICE, books.metadata)
+rt = make_runtime(SERVICE, books.metadata, upgrade=books.upgrade)
 app = rt.app
 service = BudgetService(rt.engine, rt.registry, rt.outbox, rt.relay.wake)
 care_topic = app.topic(topics.CARE_LOGGED, value_serializer="raw", key_serializer="raw")
