@@ -154,8 +154,11 @@ class RegistryStore:
             return 0
         fresh.sort(key=lambda e: e.version)
         newest = {(e.kind, e.key): e for e in fresh}  # the table keeps one document per key: the newest
+        # In key order: two workers applying overlapping batches then lock the rows in the same order. In
+        # version order a worker two batches ahead of another could lock them crosswise (PostgreSQL:
+        # "deadlock detected", seen in CI on test_shared_books).
         rows = [{"kind": e.kind, "key": e.key, "version": e.version, "doc": orjson.dumps(e.doc)}
-                for e in newest.values()]
+                for _, e in sorted(newest.items())]
         async with self.engine.begin() as conn:
             # Upsert that never goes back: the workers of a service share its database and each follows the
             # registry, so two of them can write the same version at once (PostgreSQL; SQLite serialises).
