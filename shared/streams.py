@@ -30,6 +30,7 @@ from shared.settings import Settings, configure_logging, get_settings
 log = logging.getLogger("zorgpot.streams")
 
 EXIT_BROKER_EPOCH_CHANGED = 75  # the supervisor (or compose's restart policy) starts us again
+EPOCH_CHECK_TIMEOUT_S = 10.0  # an epoch check that takes longer is abandoned and tried again
 
 EVENTS_PROCESSED = Counter("zorgpot_events_processed_total", "Events a service consumed and applied",
                            ["service", "type"])
@@ -165,11 +166,16 @@ def _install_common(rt: ServiceRuntime) -> None:
 
     @app.timer(2.0)
     async def _epoch_watchdog() -> None:
+        # Each check gets a fresh consumer and a time limit. In one CI run a long-lived one went quiet after
+        # a broker restart: no worker noticed the new epoch for 3 minutes, so none re-consumed.
         try:
-            epoch = await watch.current()
-        except Exception as exc:  # noqa: BLE001 - broker unreachable: nothing to compare yet
-            log.debug("epoch check failed: %s", exc)
+            epoch = await asyncio.wait_for(watch.current(), EPOCH_CHECK_TIMEOUT_S)
+        except (Exception, asyncio.TimeoutError) as exc:  # noqa: BLE001 - broker unreachable: nothing to compare yet
+            log.debug("epoch check failed: %r", exc)
             return
+        finally:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(watch.close(), EPOCH_CHECK_TIMEOUT_S)
         if state["epoch"] is None:
             state["epoch"] = epoch
         elif epoch != state["epoch"]:
