@@ -32,7 +32,7 @@ care_lines = Table(
     Column("cost_cent_minutes", Integer, nullable=False),
     Column("attributions", LargeBinary, nullable=False),  # JSON [[pupil_ref, municipality], ...]
     # The attributed pupils' residences, sorted, space-separated ("GM0984 GM0984 GM1507"): what a close
-    # groups new care by (queries.care_summary). Nullable only for books made before it existed; `upgrade`
+    # groups new care by (queries.care_summaries). Nullable only for books made before it existed; `upgrade`
     # fills it in at start-up.
     Column("residences", String(1000), nullable=True),
     Column("attributed_to", String(10), nullable=False),

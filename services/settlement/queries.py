@@ -19,7 +19,7 @@ from sqlalchemy import ColumnElement, Integer, String, and_, case, func, literal
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.settlement import books
-from services.settlement.domain import CareLine, CareSummary, Close, NewCare, routing_days
+from services.settlement.domain import CareLine, CareSummary, NewCare, routing_days
 from shared.registry import RegistryCopy
 
 cl = books.care_lines
@@ -53,19 +53,11 @@ async def care_lines(conn: AsyncConnection, arrangement_id: str) -> list[CareLin
     return [_care_line(row, parsed) for row in rows]
 
 
-async def care_summary(conn: AsyncConnection, registry: RegistryCopy, arrangement_id: str, history: Sequence[Close],
-                       period_end: dt.date, per_residence: bool) -> CareSummary:
-    """domain.summarise_care of the arrangement's stored lines, for closing the period ending `period_end`."""
-    previous_end = history[-1].period_end if history else None
-    summaries = await care_summaries(conn, registry, [arrangement_id], len(history), previous_end, period_end,
-                                     per_residence)
-    return summaries[arrangement_id]
-
-
 async def care_summaries(conn: AsyncConnection, registry: RegistryCopy, arrangement_ids: Sequence[str],
                          closes_made: int, previous_end: dt.date | None, period_end: dt.date, per_residence: bool
                          ) -> dict[str, CareSummary]:
-    """`care_summary` of several arrangements at once, in three queries rather than three per arrangement.
+    """domain.summarise_care of each arrangement's stored lines, for closing the period ending `period_end`;
+    several arrangements at once, in three queries rather than three per arrangement.
 
     The SQL depends on an arrangement's history only through how many closes it made and where the last one
     ended, so arrangements alike in that (the usual case when a region closes a quarter) share the queries;

@@ -230,6 +230,7 @@ class SettlementService:
         period_start, period_end = request.period_start, request.period_end
         now, issued_on = dt.datetime.now(dt.timezone.utc), today()  # one request, one issue date
         outcomes: dict[str, CloseOutcome] = {}
+        repeated: list[Close] = []  # exactly this period closed before: answered with its statements
         results: dict[str, CloseResult] = {}
         async with self.engine.begin() as conn:
             await self._lock_arrangements(conn, contexts)
@@ -239,7 +240,7 @@ class SettlementService:
             for arrangement_id, history in histories.items():
                 identical = find_identical_close(history, period_start, period_end)
                 if identical is not None:
-                    outcomes[arrangement_id] = CloseOutcome(False, identical, [])
+                    repeated.append(identical)
                     continue
                 per_residence = contexts[arrangement_id].arrangement.settlement.key not in PERIOD_KEYS
                 shapes[(len(history), history[-1].period_end if history else None, per_residence)].append(
@@ -254,7 +255,6 @@ class SettlementService:
                             period_start, period_end, issued_on)
                     except SettlementError as exc:  # name the arrangement: a batch has many
                         raise type(exc)(f"arrangement {arrangement_id}: {exc}") from exc
-            repeated = [outcome.close for outcome in outcomes.values()]
             for close, statements in zip(repeated, await self._close_statements(conn, repeated)):
                 outcomes[close.arrangement_id] = CloseOutcome(False, close, statements)
             if results:

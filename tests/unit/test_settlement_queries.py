@@ -115,11 +115,12 @@ async def compare_sums(engine: AsyncEngine, lines: list[CareLine], ends: list[in
     history = history_of(ends)
     period_end = YEAR + dt.timedelta(days=period_end_day)
     async with engine.connect() as conn:
-        from_db = await queries.care_summary(conn, registry(), "arr", history, period_end, per_residence=True)
+        previous_end = history[-1].period_end if history else None
+        from_db = (await queries.care_summaries(conn, registry(), ["arr"], len(history), previous_end, period_end,
+                                                per_residence=True))["arr"]
         stored = await queries.care_lines(conn, "arr")
         together = await queries.care_summaries(conn, registry(), ["twin", "arr", "none"], len(history),
-                                                history[-1].period_end if history else None, period_end,
-                                                per_residence=True)
+                                                previous_end, period_end, per_residence=True)
     reference = summarise_care(context("residence_hours"), lines, history, period_end)
     assert from_db == reference
     assert together == {"arr": reference, "twin": summarise_care(context("residence_hours"), twins, history, period_end),
