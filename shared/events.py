@@ -3,6 +3,12 @@
 Events are JSON (orjson) with `schema_version` and a `type` discriminator. `event_id` is deterministic
 (derived from the registration id or the registry version), so a re-published event is recognisably the
 same event and every consumer can deduplicate on it.
+
+Reading from Kafka is tolerant (`read_event`): unknown fields are ignored at every level (the nested
+`Registration` forbids them on HTTP, not on the wire), so adding an optional field never breaks an older
+consumer. `schema_version` counts *breaking* changes only: an older version is brought up to date by the
+upcasters registered for it (`upcaster`), a newer one is refused (the record is dead-lettered until the
+consumer is upgraded). HTTP input stays strict (shared/schemas.py).
 """
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ import datetime as dt
 from typing import Annotated, Any, Callable, Literal, Union
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from shared.schemas import Registration
 
@@ -158,18 +164,86 @@ class StatementIssued(Event):
     statement: dict[str, Any]
 
 
+# --- zorgpot.deadletter ----------------------------------------------------------------------------
+
+class DeadLettered(Event):
+    """A record a stream service could not read or apply after retries (shared/kernel.py). The service keeps
+    it (GET /api/v1/deadletters) and applies it again on POST /api/v1/deadletters/{id}/retry."""
+
+    type: Literal["deadletter.recorded"] = "deadletter.recorded"
+    deadletter_id: str
+    service: str
+    source_topic: str
+    partition: int
+    offset: int
+    reason: str
+    subject: str | None = None  # the registration id the record is about, when it could be read
+    value: str  # the record as text (replacement characters where it was not UTF-8)
+    dead_lettered_at: dt.datetime
+
+
 AnyEvent = Annotated[
     Union[RegistryChanged, HoursSubmitted, VoidRequested, CareLogged, CareVoided, HoursRejected,
-          BudgetAlert, StatementIssued],
+          BudgetAlert, StatementIssued, DeadLettered],
     Field(discriminator="type"),
 ]
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(AnyEvent)
 
 
 def parse_event(raw: bytes | str | dict[str, Any]) -> Any:
-    """Decode any Zorgpot event by its `type`; raises pydantic.ValidationError on a malformed one."""
+    """Decode any Zorgpot event by its `type`, strictly; raises pydantic.ValidationError on a malformed one."""
     data = raw if isinstance(raw, dict) else orjson.loads(raw)
     return _ADAPTER.validate_python(data)
+
+
+class UnreadableEvent(ValueError):
+    """A record that is not an event this code can read; the message says why (it becomes the dead letter's
+    reason)."""
+
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+# (event type, schema_version) -> the function that turns that version's document into the next version's.
+UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+
+
+def upcaster(event_type: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
+    """Register `f(doc) -> doc` bringing `event_type` documents of `from_version` to `from_version + 1`."""
+    def register(f: Upcaster) -> Upcaster:
+        UPCASTERS[(event_type, from_version)] = f
+        return f
+    return register
+
+
+def read_event(raw: bytes, upcasters: dict[tuple[str, int], Upcaster] | None = None) -> Any:
+    """The tolerant reader for records from Kafka: any Zorgpot event, older versions upcast, unknown fields
+    ignored. Raises UnreadableEvent naming the problem."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise UnreadableEvent(f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise UnreadableEvent(f"not an event: a JSON {type(data).__name__}, not an object")
+    version = data.get("schema_version", 1)
+    kind = data.get("type")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise UnreadableEvent(f"schema_version {version!r} is not a positive integer")
+    if version > SCHEMA_VERSION:
+        raise UnreadableEvent(f"{kind!r} schema_version {version} is newer than this service reads "
+                              f"({SCHEMA_VERSION}): upgrade the service, then retry the dead letter")
+    casts = UPCASTERS if upcasters is None else upcasters
+    while version < SCHEMA_VERSION:
+        step = casts.get((kind, version))
+        if step is None:
+            raise UnreadableEvent(f"no upcaster for {kind!r} from schema_version {version}")
+        data = step(data)
+        version += 1
+        data["schema_version"] = version
+    try:
+        return _ADAPTER.validate_python(data, extra="ignore")
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'event'}: {e['msg']}"
+                             for e in exc.errors()[:5])
+        raise UnreadableEvent(f"{kind!r} does not validate: {problems}") from None
 
 
 def submission_event_id(registration_id: str) -> str:

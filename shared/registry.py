@@ -10,10 +10,7 @@ that new, so "create the group, then register hours for it" can never be judged 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
-from collections import defaultdict
-from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -22,9 +19,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared import topics
-from shared.events import RegistryChanged, parse_event
+from shared.events import RegistryChanged, UnreadableEvent, read_event
 from shared.kafka import reconnecting, stop_quietly
-from shared.schemas import Arrangement, Group, Municipality, Pupil, School
+from shared.reference import ReferenceData
 
 log = logging.getLogger("zorgpot.registry")
 
@@ -39,52 +36,12 @@ def registry_table(metadata: MetaData) -> Table:
     )
 
 
-class RegistryCopy:
-    """In-memory view of the reference data, with the lookups the domains need."""
+class RegistryCopy(ReferenceData):
+    """The service's live copy: reference data that the follower updates, and a way to wait for a version."""
 
     def __init__(self) -> None:
-        self.version = 0
-        self.municipalities: dict[str, Municipality] = {}
-        self.schools: dict[str, School] = {}
-        self.groups: dict[tuple[str, str], Group] = {}
-        self.pupils: dict[tuple[str, str], Pupil] = {}
-        self.pupils_by_group: dict[tuple[str, str], set[str]] = defaultdict(set)
-        self.arrangements: dict[str, Arrangement] = {}
-        self.arrangements_by_group: dict[tuple[str, str], set[str]] = defaultdict(set)
+        super().__init__()
         self._changed = asyncio.Condition()
-        # (school, group, day) -> ((pupil_ref, residence or None), ...); cleared on every change.
-        self._enrolled_memo: dict[tuple[str, str, dt.date], tuple[tuple[str, str | None], ...]] = {}
-
-    # -- applying ---------------------------------------------------------------------------------
-    def apply(self, kind: str, key: str, doc: dict[str, Any], version: int) -> None:
-        self._enrolled_memo.clear()
-        if kind == "municipality":
-            self.municipalities[key] = Municipality.model_validate(doc)
-        elif kind == "school":
-            self.schools[key] = School.model_validate(doc)
-        elif kind == "group":
-            school_id, group_id = key.split("/", 1)
-            self.groups[(school_id, group_id)] = Group.model_validate(doc)
-        elif kind == "pupil":
-            school_id, ref = key.split("/", 1)
-            old = self.pupils.get((school_id, ref))
-            if old is not None:
-                self.pupils_by_group[(school_id, old.group_id)].discard(ref)
-            pupil = Pupil.model_validate(doc)
-            self.pupils[(school_id, ref)] = pupil
-            self.pupils_by_group[(school_id, pupil.group_id)].add(ref)
-        elif kind == "arrangement":
-            old_arr = self.arrangements.get(key)
-            if old_arr is not None:
-                for g in old_arr.group_ids:
-                    self.arrangements_by_group[(old_arr.school_id, g)].discard(key)
-            arrangement = Arrangement.model_validate(doc)
-            self.arrangements[key] = arrangement
-            for g in arrangement.group_ids:
-                self.arrangements_by_group[(arrangement.school_id, g)].add(key)
-        else:
-            raise ValueError(f"unknown registry kind {kind!r}")
-        self.version = max(self.version, version)
 
     async def notify(self) -> None:
         async with self._changed:
@@ -100,37 +57,6 @@ class RegistryCopy:
             except asyncio.TimeoutError:
                 return False
         return True
-
-    # -- lookups ----------------------------------------------------------------------------------
-    def arrangement_for(self, school_id: str, group_id: str, day: dt.date) -> tuple[str, Arrangement] | None:
-        """The arrangement covering the group on `day` (the gateway refuses overlapping ones)."""
-        for arrangement_id in sorted(self.arrangements_by_group.get((school_id, group_id), ())):
-            arrangement = self.arrangements[arrangement_id]
-            if arrangement.covers(day):
-                return arrangement_id, arrangement
-        return None
-
-    def enrolled_in_group(self, school_id: str, group_id: str, day: dt.date) -> list[str]:
-        return [ref for ref, _ in self.enrolled_with_residence(school_id, group_id, day)]
-
-    def enrolled_with_residence(self, school_id: str, group_id: str, day: dt.date
-                                ) -> tuple[tuple[str, str | None], ...]:
-        """Pupils enrolled in the group on `day` with their residence that day; memoised, because a school
-        registers many care moments for the same group and day."""
-        memo_key = (school_id, group_id, day)
-        found = self._enrolled_memo.get(memo_key)
-        if found is None:
-            refs = sorted(ref for ref in self.pupils_by_group.get((school_id, group_id), ())
-                          if self.pupils[(school_id, ref)].enrolled_on(day))
-            found = tuple((ref, self.pupils[(school_id, ref)].residence_on(day)) for ref in refs)
-            if len(self._enrolled_memo) > 100_000:
-                self._enrolled_memo.clear()
-            self._enrolled_memo[memo_key] = found
-        return found
-
-    def pupils_of_groups(self, school_id: str, group_ids: list[str]) -> list[tuple[str, Pupil]]:
-        return sorted((ref, self.pupils[(school_id, ref)])
-                      for g in group_ids for ref in self.pupils_by_group.get((school_id, g), ()))
 
 
 class RegistryStore:
@@ -199,8 +125,8 @@ class RegistryFollower:
                 events = []
                 for record in batch.get(tp, []):
                     try:
-                        event = parse_event(record.value)
-                    except Exception as exc:  # noqa: BLE001 - a bad record must not stop the registry
+                        event = read_event(record.value)
+                    except UnreadableEvent as exc:  # the gateway is the only writer: never expected
                         log.error("skipping malformed registry record at offset %s: %s", record.offset, exc)
                         continue
                     if isinstance(event, RegistryChanged):

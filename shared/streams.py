@@ -1,8 +1,10 @@
-"""What every Faust stream service shares: app configuration, the broker-epoch watchdog, the registry
-follower, the outbox relay, and the /metrics and /internal/health views.
+"""What every stream service shares: the Faust worker runtime around the stream kernel.
 
-Faust is the stream runtime (consumer groups, partition assignment, web views); the money books live in
-the service's own database, never in Faust tables (design.md section 7).
+Faust is each service's worker runtime (app lifecycle, web views, timers, CLI) with its own Kafka consumer and
+producer switched off (its BootStrategy): records are consumed by the kernel (shared/kernel.py), one aiokafka
+consumer group per service, in batches, with positions recorded in the service's database. Here: the app,
+the database and its migrations, the registry follower, the outbox relay, the broker-epoch watchdog, and the
+views every service has (/metrics, /internal/health, /internal/deadletters).
 """
 from __future__ import annotations
 
@@ -12,17 +14,18 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from contextvars import ContextVar
-from typing import Any, Awaitable, Callable, Iterator
+from typing import Any, Callable
 
 import faust
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from faust.web import View
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import MetaData, Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.db import create_tables, make_engine
-from shared.events import parse_event
-from shared.kafka import EpochWatch, create_topics, fetch_wait_ms
+from shared.db import make_engine
+from shared.kafka import EpochWatch, consumer_timeouts, create_topics, fetch_wait_ms
+from shared.kernel import KernelTables, Process, StreamKernel, kernel_tables
+from shared.migrations import migrate
 from shared.outbox import OutboxRelay, outbox_tables
 from shared.registry import RegistryCopy, RegistryFollower, RegistryStore, registry_table
 from shared.settings import Settings, configure_logging, get_settings
@@ -32,39 +35,16 @@ log = logging.getLogger("zorgpot.streams")
 EXIT_BROKER_EPOCH_CHANGED = 75  # the supervisor (or compose's restart policy) starts us again
 EPOCH_CHECK_TIMEOUT_S = 10.0  # an epoch check that takes longer is abandoned and tried again
 
-EVENTS_PROCESSED = Counter("zorgpot_events_processed_total", "Events a service consumed and applied",
-                           ["service", "type"])
-BATCH_FAILURES = Counter("zorgpot_batch_failures_total",
-                         "Batches whose transaction failed and was retried (a growing count blocks a partition)",
-                         ["service"])
-EVENTS_REJECTED = Counter("zorgpot_events_rejected_total", "Events a service refused, by reason",
-                          ["service", "reason"])
-_PENDING_COUNTS: ContextVar[dict | None] = ContextVar("zorgpot_pending_counts", default=None)
+
+class KernelBoot(faust.App.BootStrategy):
+    """Faust without its Kafka consumer and producer: the kernel consumes, the outbox relay produces."""
+
+    enable_kafka_consumer = False
+    enable_kafka_producer = False
 
 
-def count(metric: Counter, *labels: str, amount: int = 1) -> None:
-    """Increment `metric` by `amount`: at once, or inside `counted_on_commit()` when that block succeeds."""
-    pending = _PENDING_COUNTS.get()
-    if pending is None:
-        metric.labels(*labels).inc(amount)
-    else:
-        pending[(metric, labels)] = pending.get((metric, labels), 0) + amount
-
-
-@contextlib.contextmanager
-def counted_on_commit() -> Iterator[None]:
-    """Wrap a batch's transaction: what it `count`s is published only if the block ends without an error.
-
-    A batch that fails is rolled back and applied again (`in_batches`); counting as it went would count its
-    events once per attempt."""
-    pending: dict = {}
-    token = _PENDING_COUNTS.set(pending)
-    try:
-        yield
-    finally:
-        _PENDING_COUNTS.reset(token)
-    for (metric, labels), amount in pending.items():
-        metric.labels(*labels).inc(amount)
+class WorkerApp(faust.App):
+    BootStrategy = KernelBoot
 
 
 @dataclass
@@ -76,49 +56,50 @@ class ServiceRuntime:
     engine: AsyncEngine
     outbox: Table
     relay_state: Table
+    tables: KernelTables
     registry: RegistryCopy
     registry_store: RegistryStore
     relay: OutboxRelay
-    upgrade: Callable[[AsyncEngine], Awaitable[None]] | None = None
+    migrations: str
+    kernel: StreamKernel | None = None
     started_at: float = field(default_factory=time.monotonic)
     ready_checks: list[Callable[[], bool]] = field(default_factory=list)
-    # Set once the tables exist and the registry copy is loaded; agents wait for it before consuming.
+    # Set once the schema is migrated and the registry copy is loaded; the kernel waits for it.
     books_ready: asyncio.Event = field(default_factory=asyncio.Event)
 
+    def serve(self, process: Process) -> Any:
+        """Consume the process's subscriptions with the kernel, in this worker; returns the process."""
+        settings = self.settings
 
-def _cap_faust_fetch_wait(max_wait_ms: int) -> None:
-    """faust-streaming passes a fixed fetch_max_wait_ms=1500 to its consumer; cap it (see
-    shared.kafka.fetch_wait_ms for why the embedded broker needs that). Faust offers no setting for it, so
-    the driver's reference to aiokafka is swapped for a copy whose consumer class caps the argument."""
-    import types
+        async def current_epoch() -> str:
+            watch = EpochWatch(settings.bootstrap(), settings)
+            try:
+                return await asyncio.wait_for(watch.current(), EPOCH_CHECK_TIMEOUT_S)
+            finally:
+                await watch.close()
 
-    import faust.transport.drivers.aiokafka as driver
+        self.kernel = StreamKernel(
+            process, self.engine, self.tables, self.outbox, bootstrap=settings.bootstrap(),
+            group_id=f"zorgpot-{self.name}", batch_max=settings.batch_max, fetch_wait_ms=fetch_wait_ms(settings),
+            consumer_options=consumer_timeouts(settings), wake_relay=self.relay.wake, current_epoch=current_epoch)
+        kernel = self.kernel
 
-    original = driver.aiokafka.AIOKafkaConsumer
-    if getattr(original, "_zorgpot_capped", False):
-        return
+        @self.app.task
+        async def _consume() -> None:
+            await self.books_ready.wait()
+            await kernel.run()
 
-    class CappedFetchWaitConsumer(original):  # type: ignore[misc, valid-type]
-        _zorgpot_capped = True
-
-        def __init__(self, *args, **kwargs):  # noqa: ANN002, ANN003
-            kwargs["fetch_max_wait_ms"] = min(kwargs.get("fetch_max_wait_ms", 500), max_wait_ms)
-            super().__init__(*args, **kwargs)
-
-    driver.aiokafka = types.SimpleNamespace(**{**vars(driver.aiokafka), "AIOKafkaConsumer": CappedFetchWaitConsumer})
+        return process
 
 
-def make_runtime(name: str, metadata: MetaData, settings: Settings | None = None,
-                 upgrade: Callable[[AsyncEngine], Awaitable[None]] | None = None) -> ServiceRuntime:
-    """The service's Faust app, database, outbox relay and registry copy; `upgrade` brings books made by an
-    earlier version up to date after the tables are created."""
+def make_runtime(name: str, metadata: MetaData, migrations: str, settings: Settings | None = None) -> ServiceRuntime:
+    """The service's Faust app, database (migrated by the Alembic scripts in `migrations`), outbox relay and
+    registry copy. `metadata` gains the outbox, registry and kernel tables."""
     settings = settings or get_settings()
-    _cap_faust_fetch_wait(fetch_wait_ms(settings))
     bootstrap = settings.bootstrap()
     faust_dir = settings.data_dir / "faust"
     faust_dir.mkdir(parents=True, exist_ok=True)
-    timeouts = {"broker_session_timeout": 6.0, "broker_heartbeat_interval": 2.0} if settings.embedded else {}
-    app = faust.App(
+    app = WorkerApp(
         f"zorgpot-{name}",
         broker=[f"kafka://{host}" for host in bootstrap.split(",")],
         web_bind="127.0.0.1" if settings.embedded else "0.0.0.0",
@@ -126,23 +107,18 @@ def make_runtime(name: str, metadata: MetaData, settings: Settings | None = None
         datadir=str(faust_dir / f"{name}-{settings.worker_instance}"),
         store="memory://",
         autodiscover=False,
-        topic_partitions=6,
-        topic_allow_declare=False,  # topics are created by shared.kafka.create_topics with their counts
-        topic_disable_leader=True,
-        producer_acks=-1,
-        consumer_auto_offset_reset="earliest",
         web_enabled=True,
-        **timeouts,
     )
     outbox, relay_state = outbox_tables(metadata)
     registry_docs = registry_table(metadata)
+    tables = kernel_tables(metadata)
     engine = make_engine(settings.db_url(name))
     registry = RegistryCopy()
     runtime = ServiceRuntime(
         name=name, settings=settings, app=app, metadata=metadata, engine=engine, outbox=outbox,
-        relay_state=relay_state, registry=registry,
+        relay_state=relay_state, tables=tables, registry=registry,
         registry_store=RegistryStore(engine, registry_docs, registry),
-        relay=OutboxRelay(name, engine, outbox, relay_state, settings), upgrade=upgrade,
+        relay=OutboxRelay(name, engine, outbox, relay_state, settings), migrations=migrations,
     )
     _install_common(runtime)
     return runtime
@@ -156,9 +132,7 @@ def _install_common(rt: ServiceRuntime) -> None:
 
     @app.task
     async def _start_books() -> None:
-        await create_tables(rt.engine, rt.metadata)
-        if rt.upgrade is not None:
-            await rt.upgrade(rt.engine)
+        await migrate(rt.engine, rt.migrations)
         await rt.registry_store.load()
         rt.books_ready.set()
         app.loop.create_task(follower.run())
@@ -179,10 +153,9 @@ def _install_common(rt: ServiceRuntime) -> None:
         if state["epoch"] is None:
             state["epoch"] = epoch
         elif epoch != state["epoch"]:
-            # The broker forgot everything (embedded broker restart). Our books are safe in our database;
-            # start over so the consumer rejoins from offset 0 and deduplicates what it already applied.
-            log.warning("%s: broker epoch changed (%s -> %s); restarting to re-consume from offset 0",
-                        rt.name, state["epoch"], epoch)
+            # The broker forgot everything (embedded broker restart). Our books and positions are safe in our
+            # database; start over: positions recorded under the old epoch are not reused (read again from 0).
+            log.warning("%s: broker epoch changed (%s -> %s); restarting", rt.name, state["epoch"], epoch)
             logging.shutdown()
             os._exit(EXIT_BROKER_EPOCH_CHANGED)
 
@@ -192,10 +165,31 @@ def _install_common(rt: ServiceRuntime) -> None:
 
     @app.page("/internal/health")
     async def _health(web, request):  # noqa: ANN001
-        assigned = sorted(f"{tp.topic}:{tp.partition}" for tp in app.consumer.assignment())
+        kernel = rt.kernel
+        assigned = [f"{tp.topic}:{tp.partition}" for tp in kernel.assignment()] if kernel else []
         ready = bool(assigned) and rt.books_ready.is_set() and all(check() for check in rt.ready_checks)
         return web.json({"service": rt.name, "ready": ready, "assigned": assigned,
+                         "positions": {f"{tp.topic}:{tp.partition}": p.read_from
+                                       for tp, p in (kernel.positions.items() if kernel else ())},
                          "registry_version": rt.registry.version}, status=200 if ready else 503)
+
+    @app.page("/internal/deadletters")
+    async def _deadletters(web, request):  # noqa: ANN001
+        await rt.books_ready.wait()
+        if rt.kernel is None:
+            return web.json({"deadletters": []})
+        return web.json({"deadletters": await rt.kernel.deadletters(request.query.get("status") or None)})
+
+    @app.page("/internal/deadletters/{number}/retry")
+    class _Retry(View):
+        async def post(self, request, number: str):  # noqa: ANN001, ANN201
+            await rt.books_ready.wait()
+            if rt.kernel is None or not number.isdigit():
+                return self.json({"detail": f"no dead letter {number!r} in {rt.name}"}, status=404)
+            found = await rt.kernel.retry_deadletter(int(number))
+            if found is None:
+                return self.json({"detail": f"no dead letter {rt.name}-{number}"}, status=404)
+            return self.json(found)
 
 
 def ensure_topics_blocking(settings: Settings, attempts: int = 60) -> None:
@@ -219,47 +213,3 @@ def run_worker(rt: ServiceRuntime) -> None:
     sys.argv = [f"zorgpot-{rt.name}", "worker", "-l", "debug" if rt.settings.log_level == "DEBUG" else "warn",
                 "--web-port", str(rt.settings.port_of(rt.name))]
     rt.app.main()
-
-
-async def in_batches(rt: ServiceRuntime, stream, handle: Callable[[list], Awaitable[None]]) -> None:  # noqa: ANN001
-    """Consume a Faust stream in batches; the handler applies a whole batch in one transaction.
-
-    A batch whose handler raises (database unreachable, a lock timeout, a bug) is retried in place with
-    backoff, never skipped: the handler is idempotent and its transaction rolled back, so a retry is safe,
-    and skipping would lose money. Letting the exception escape would crash the agent, and Faust would
-    only re-read the batch after the next rebalance. A batch that keeps failing blocks its partition and
-    shows in zorgpot_batch_failures_total and the log: stop and alert rather than guess."""
-    await rt.books_ready.wait()
-    async for values in stream.take(rt.settings.batch_max, within=rt.settings.batch_window_ms / 1000):
-        delay = 0.1
-        while True:
-            try:
-                await handle(values)
-                break
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - see docstring: retry the same batch
-                BATCH_FAILURES.labels(rt.name).inc()
-                log.exception("%s: applying a batch of %d records failed; retrying in %.1fs", rt.name,
-                              len(values), delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-
-
-def decode_events(service: str, values: list[bytes], wanted: tuple[type, ...]) -> list[Any]:
-    """Parse raw records into events of the `wanted` types. A malformed record or an unexpected event type
-    is counted (EVENTS_REJECTED) and logged, never allowed to block the stream."""
-    events = []
-    for raw in values:
-        try:
-            event = parse_event(raw)
-        except Exception as exc:  # noqa: BLE001 - a poison record is counted and logged
-            log.error("%s: skipping malformed record: %s", service, exc)
-            EVENTS_REJECTED.labels(service, "malformed_event").inc()
-            continue
-        if isinstance(event, wanted):
-            events.append(event)
-        else:
-            log.error("%s: skipping unexpected event type %s", service, event.type)
-            EVENTS_REJECTED.labels(service, "unexpected_event").inc()
-    return events

@@ -1,20 +1,16 @@
-"""Budget service (Faust): thin adapter from `care.logged` to BudgetService, its gauges and internal views."""
+"""Budget service (Faust worker): the kernel consumes `care.logged` into BudgetService; its gauges and views."""
 from __future__ import annotations
 
 import logging
 
 from services.budget import books, metrics
 from services.budget.service import SERVICE, BudgetService
-from shared import topics
-from shared.events import CareLogged, CareVoided
-from shared.streams import decode_events, in_batches, make_runtime
+from shared.streams import make_runtime
 
 log = logging.getLogger("zorgpot.budget")
 
-rt = make_runtime(SERVICE, books.metadata, upgrade=books.upgrade)
+rt = make_runtime(SERVICE, books.metadata, migrations="services/budget/migrations")
 app = rt.app
-service = BudgetService(rt.engine, rt.registry, rt.outbox, rt.relay.wake)
-care_topic = app.topic(topics.CARE_LOGGED, value_serializer="raw", key_serializer="raw")
 REFRESH_EVERY_S = 10.0  # gauges of every pot (the elapsed fraction moves with the date), alert sweep, lag
 REGISTRY_WAIT_S = 5.0  # how long a view waits for the registry version the caller has seen
 
@@ -31,37 +27,12 @@ async def refresh_gauges(arrangement_ids: set[str] | None = None) -> None:
 
 
 gauges = metrics.GaugeRefresher(refresh_gauges)
+service = rt.serve(BudgetService(rt.engine, rt.registry, rt.outbox, rt.relay.wake, on_changed=gauges.request))
 
 
 @app.task
 async def refresh_changed_gauges() -> None:
     await gauges.run()
-
-
-@app.agent(care_topic, concurrency=1)  # concurrency=1: faust-streaming #606 (offsets can skip otherwise)
-async def consume_care(stream) -> None:  # noqa: ANN001
-    async def handle(values: list[bytes]) -> None:
-        changed = await service.handle(decode_events(SERVICE, values, (CareLogged, CareVoided)))
-        if changed:
-            gauges.request(changed)
-
-    await in_batches(rt, stream, handle)
-
-
-def consumer_lag() -> dict[tuple[str, int], int]:
-    """High watermark (from fetch responses) minus committed offset per assigned partition. Uses Faust's
-    committed-offset map (internal); on the embedded broker see docs/budget.md for what the figure means."""
-    consumer = app.consumer
-    committed = getattr(consumer, "_committed_offset", {})
-    lags = {}
-    try:
-        for tp in consumer.assignment():
-            highwater = consumer.highwater(tp) if tp.topic == topics.CARE_LOGGED else None
-            if highwater is not None:
-                lags[(tp.topic, tp.partition)] = max(0, highwater - (committed.get(tp) or 0))
-    except Exception as exc:  # noqa: BLE001 - the consumer is (re)starting: no figure this time
-        log.debug("consumer lag unavailable: %s", exc)
-    return lags
 
 
 @app.timer(REFRESH_EVERY_S)
@@ -73,7 +44,6 @@ async def refresh_all() -> None:
         if changed:
             log.info("alert sweep updated %d pot(s)", len(changed))
         await refresh_gauges()
-        metrics.publish_lag(SERVICE, consumer_lag())
     except Exception:  # noqa: BLE001 - a failed refresh is retried on the next tick; never stop the timer
         log.exception("refreshing the budget gauges failed")
 

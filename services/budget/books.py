@@ -1,5 +1,6 @@
-"""The budget service's own database: one pot book per arrangement, one ledger row per registration, the
-applied event ids, plus the outbox and the registry copy (added by the runtime).
+"""The budget service's own database: one pot book per arrangement, one ledger row per registration, plus the
+outbox, the registry copy and the stream kernel's tables (added by the runtime). The schema is made by the
+Alembic scripts in services/budget/migrations/.
 
 `pots.book` is the domain's `PotBook.to_dict()` as JSON; `ledger.facts` is `LoggedFacts.to_dict()`, kept so a
 void reverses exactly what went in. `ledger.cost_cent_minutes` and `ledger.voided` are plain columns so the
@@ -7,8 +8,7 @@ reconciliation can sum the ledger in SQL, independently of the books.
 """
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Column, DateTime, Index, Integer, LargeBinary, MetaData, String, Table
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import Boolean, Column, Index, Integer, LargeBinary, MetaData, String, Table
 
 metadata = MetaData()
 
@@ -33,16 +33,3 @@ ledger = Table(
 # pot of 228,000 registrations, and it runs on the service's event loop (docs/budget.md).
 live_cost_index = Index("ix_ledger_arrangement_live_cost", ledger.c.arrangement_id, ledger.c.voided,
                         ledger.c.cost_cent_minutes)
-
-applied_events = Table(
-    "applied_events", metadata,
-    Column("event_id", String(100), primary_key=True),
-    Column("type", String(40), nullable=False),
-    Column("applied_at", DateTime(timezone=True), nullable=False),
-)
-
-
-async def upgrade(engine: AsyncEngine) -> None:
-    """Bring books made by an earlier version up to this schema (runs after create_tables, idempotent)."""
-    async with engine.begin() as conn:
-        await conn.run_sync(lambda sync: live_cost_index.create(sync, checkfirst=True))

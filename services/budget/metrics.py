@@ -37,10 +37,6 @@ BY_CATEGORY = Gauge("zorgpot_pot_minutes_by_task_category",
 RECONCILIATION = Gauge("zorgpot_reconciliation_cents",
                        "Spent according to the pot book minus the cost of the live registrations in the budget "
                        "ledger, euro cents rounded away from zero; must read 0", POT)
-CONSUMER_LAG = Gauge("zorgpot_consumer_lag_messages",
-                     "Messages in an assigned partition not yet committed by this worker (high watermark from "
-                     "fetch responses minus committed offset)", ("service", "topic", "partition"))
-
 log = logging.getLogger("zorgpot.budget")
 STATUS_CODES = {"ok": 0, "warning": 1, "exceeded": 2}
 _OPTIONAL = ((FORECAST, "forecast_cents"), (BURN, "burn_ratio"), (SAVINGS, "savings_cents"),
@@ -71,12 +67,6 @@ def publish_pot(figures: dict[str, Any]) -> None:
 def publish_reconciliation(rows: Iterable[dict[str, Any]]) -> None:
     for row in rows:
         RECONCILIATION.labels(row["arrangement_id"], row["school_id"]).set(row["difference_cents"])
-
-
-def publish_lag(service: str, lags: dict[tuple[str, int], int]) -> None:
-    CONSUMER_LAG.clear()  # partitions move between workers: drop the ones no longer assigned
-    for (topic, partition), lag in lags.items():
-        CONSUMER_LAG.labels(service, topic, str(partition)).set(lag)
 
 
 class GaugeRefresher:

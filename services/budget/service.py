@@ -1,21 +1,22 @@
-"""Budget service layer: applies a batch of care events to the pot books in one transaction.
+"""Budget service: its handlers for `care.logged` (accepted care and voids), its alert sweep and its reads.
 
-Idempotent consumer: every applied event id is recorded in `applied_events` in the same transaction as its
-effect, so a redelivered or re-published event changes nothing. Per registration the ledger keeps the
-`LoggedFacts` (so a void reverses exactly what went in); per arrangement `pots` keeps the domain's `PotBook`.
-Threshold crossings become `budget.alert` events in the outbox, written in that same transaction.
+The kernel (shared/kernel.py) applies a batch in one transaction, with the event ids and the consumer position:
+`begin_batch` loads the batch's ledger entries and pots, the handlers book each event on the pot in memory
+(the pure domain, services/budget/domain.py), `end_batch` writes the ledger rows and pots. Per registration
+the ledger keeps the `LoggedFacts` (so a void reverses exactly what went in); per arrangement `pots` keeps
+the domain's `PotBook`. Threshold crossings become `budget.alert` events in the outbox, in that same commit.
+A void that arrives before its registration is parked by the kernel until the registration is applied.
 
-The figures themselves come from the pure domain (services/budget/domain.py); this layer only loads, stores
-and publishes. Booking uses the host municipality carried by the care.logged event (fixed when the hours
-service accepted the registration), so replaying the topic into an empty database gives the same books
-whatever the registry says by then; the arrangement (cap, thresholds, dates) and the school name come from
-the registry copy when figures or alerts are computed.
+Booking uses the host municipality carried by the care.logged event (fixed when the hours service accepted
+the registration), so replaying the topic into an empty database gives the same books whatever the registry
+says by then; the arrangement (cap, thresholds, dates) and the school name come from the registry copy when
+figures or alerts are computed.
 """
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 import orjson
@@ -27,11 +28,12 @@ from services.budget.domain import (LoggedFacts, PotBook, apply_logged, apply_vo
                                     pot_figures, reconciliation_cents, rearm_alerts, update_alerts)
 from shared import topics
 from shared.db import insert_dicts, readonly
-from shared.events import BudgetAlert, CareLogged, CareVoided
+from shared.events import BudgetAlert, CareLogged, CareVoided, Event
+from shared.kernel import Park, Subscription, UnitOfWork
 from shared.outbox import OutgoingEvent, enqueue
 from shared.registry import RegistryCopy
 from shared.schemas import Arrangement
-from shared.streams import EVENTS_PROCESSED, EVENTS_REJECTED, count, counted_on_commit
+from shared.stream_metrics import EVENTS_PROCESSED, EVENTS_REJECTED, count
 from shared.timeutil import today
 
 log = logging.getLogger("zorgpot.budget")
@@ -49,6 +51,18 @@ class Pot:
     stored: bool = False  # a row exists (update) or not (insert)
 
 
+@dataclass
+class BudgetBatch:
+    """One batch's state: its ledger entries and pots as stored, and the writes it queues."""
+
+    uow: UnitOfWork
+    ledger: dict[str, tuple[LoggedFacts, bool]]
+    pots: dict[str, Pot]
+    new_ledger: list[dict[str, Any]] = field(default_factory=list)
+    voided_ids: list[str] = field(default_factory=list)
+    changed: set[str] = field(default_factory=set)
+
+
 def _dumps(data: dict[str, Any]) -> bytes:
     return orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
 
@@ -59,105 +73,92 @@ def _pot_from_row(row: Any) -> Pot:
 
 
 class BudgetService:
+    name = SERVICE
+
     def __init__(self, engine: AsyncEngine, registry: RegistryCopy, outbox, wake_relay,  # noqa: ANN001
-                 clock: Callable[[], dt.date] = today) -> None:
+                 clock: Callable[[], dt.date] = today, on_changed: Callable[[set[str]], None] = lambda _: None
+                 ) -> None:
         self.engine = engine
         self.read_engine = readonly(engine)
         self.registry = registry
         self.outbox = outbox
         self.wake_relay = wake_relay
         self.clock = clock
+        self.on_changed = on_changed
+        self.subscriptions = [Subscription(
+            topics.CARE_LOGGED, handlers={CareLogged: self._logged, CareVoided: self._voided},
+            provides={CareLogged: lambda e: e.registration_id})]
 
-    # -- applying events ------------------------------------------------------------------------------
-    async def handle(self, events: list[CareLogged | CareVoided]) -> set[str]:
-        """Apply a batch in one transaction; returns the arrangement ids whose book changed."""
-        if not events:
-            return set()
-        event_ids = {e.event_id for e in events}
+    # -- the kernel's hooks -----------------------------------------------------------------------------
+    async def ready_for(self, events: list[Event]) -> None:
+        pass
+
+    async def begin_batch(self, uow: UnitOfWork, events: list[CareLogged | CareVoided]) -> BudgetBatch:
         registration_ids = {e.registration_id for e in events}
-        with counted_on_commit():
-            async with self.engine.begin() as conn:
-                applied = set((await conn.execute(select(books.applied_events.c.event_id)
-                                                  .where(books.applied_events.c.event_id.in_(event_ids)))).scalars())
-                ledger_rows = (await conn.execute(select(books.ledger.c.registration_id, books.ledger.c.voided,
-                                                         books.ledger.c.facts)
-                                                  .where(books.ledger.c.registration_id.in_(registration_ids)))).all()
-                ledger: dict[str, tuple[LoggedFacts, bool]] = {
-                    r.registration_id: (LoggedFacts.from_dict(orjson.loads(r.facts)), r.voided) for r in ledger_rows}
-                pots = await self._load_pots(conn, {e.arrangement_id for e in events}, for_update=True)
-                new_ledger: list[dict[str, Any]] = []
-                voided_ids: list[str] = []
-                applied_rows: list[dict[str, Any]] = []
-                outgoing: list[OutgoingEvent] = []
-                changed: set[str] = set()
-                now = dt.datetime.now(dt.timezone.utc)
-                for event in events:
-                    if event.event_id in applied:
-                        count(EVENTS_PROCESSED, SERVICE, "duplicate")
-                        continue
-                    pot = pots.get(event.arrangement_id)
-                    if pot is None:
-                        pot = pots[event.arrangement_id] = Pot(event.arrangement_id, event.school_id, PotBook())
-                    if isinstance(event, CareLogged):
-                        if not self._logged(event, pot, ledger, new_ledger):
-                            continue
-                        when = event.accepted_at
-                    else:
-                        if not self._voided(event, pot, ledger, voided_ids):
-                            continue
-                        when = event.voided_at
-                    applied.add(event.event_id)
-                    applied_rows.append({"event_id": event.event_id, "type": event.type, "applied_at": now})
-                    changed.add(pot.arrangement_id)
-                    outgoing.extend(self._alerts(pot, when))
-                if new_ledger:
-                    await insert_dicts(conn, books.ledger, new_ledger)
-                if voided_ids:
-                    await conn.execute(update(books.ledger).where(books.ledger.c.registration_id.in_(voided_ids))
-                                       .values(voided=True))
-                if applied_rows:
-                    await insert_dicts(conn, books.applied_events, applied_rows)
-                await self._store_pots(conn, [pots[a] for a in sorted(changed)])
-                await enqueue(conn, self.outbox, outgoing)
-        if outgoing:
-            self.wake_relay()
-        return changed
+        rows = (await uow.conn.execute(select(books.ledger.c.registration_id, books.ledger.c.voided, books.ledger.c.facts)
+                                       .where(books.ledger.c.registration_id.in_(registration_ids)))).all()
+        ledger = {r.registration_id: (LoggedFacts.from_dict(orjson.loads(r.facts)), r.voided) for r in rows}
+        pots = await self._load_pots(uow.conn, {e.arrangement_id for e in events}, for_update=True)
+        return BudgetBatch(uow, ledger, pots)
 
-    def _logged(self, event: CareLogged, pot: Pot, ledger: dict, new_ledger: list) -> bool:  # noqa: ANN001
-        if event.registration_id in ledger:  # event ids are deterministic: this is a re-publication
+    async def end_batch(self, uow: UnitOfWork, batch: BudgetBatch) -> None:
+        if batch.new_ledger:
+            await insert_dicts(uow.conn, books.ledger, batch.new_ledger)
+        if batch.voided_ids:
+            await uow.conn.execute(update(books.ledger).where(books.ledger.c.registration_id.in_(batch.voided_ids))
+                                   .values(voided=True))
+        await self._store_pots(uow.conn, [batch.pots[a] for a in sorted(batch.changed)])
+
+    def after_commit(self, batch: BudgetBatch) -> None:
+        if batch.changed:
+            self.on_changed(batch.changed)
+
+    def _pot(self, batch: BudgetBatch, event: CareLogged | CareVoided) -> Pot:
+        pot = batch.pots.get(event.arrangement_id)
+        if pot is None:
+            pot = batch.pots[event.arrangement_id] = Pot(event.arrangement_id, event.school_id, PotBook())
+        return pot
+
+    # -- handlers -------------------------------------------------------------------------------------
+    def _logged(self, batch: BudgetBatch, event: CareLogged) -> None:
+        if event.registration_id in batch.ledger:  # event ids are deterministic: this is a re-publication
             count(EVENTS_PROCESSED, SERVICE, "duplicate")
-            return False
+            return
+        pot = self._pot(batch, event)
         facts = LoggedFacts.from_event(event)
         apply_logged(pot.book, event, facts=facts)
-        ledger[event.registration_id] = (facts, False)
-        new_ledger.append({"registration_id": event.registration_id, "arrangement_id": event.arrangement_id,
-                           "cost_cent_minutes": facts.cost_cent_minutes, "voided": False,
-                           "facts": _dumps(facts.to_dict())})
+        batch.ledger[event.registration_id] = (facts, False)
+        batch.new_ledger.append({"registration_id": event.registration_id, "arrangement_id": event.arrangement_id,
+                                 "cost_cent_minutes": facts.cost_cent_minutes, "voided": False,
+                                 "facts": _dumps(facts.to_dict())})
         count(EVENTS_PROCESSED, SERVICE, event.type)
-        return True
+        self._booked(batch, pot, event.accepted_at)
 
-    def _voided(self, event: CareVoided, pot: Pot, ledger: dict, voided_ids: list) -> bool:  # noqa: ANN001
-        entry = ledger.get(event.registration_id)
-        if entry is None:
-            # Voids follow their registration on the same partition, so this means the registration never
-            # reached us. Counted and logged, not booked: there is nothing to reverse.
-            log.error("void of unknown registration %s ignored", event.registration_id)
-            count(EVENTS_REJECTED, SERVICE, "void_unknown")
-            return False
+    def _voided(self, batch: BudgetBatch, event: CareVoided) -> Park | None:
+        entry = batch.ledger.get(event.registration_id)
+        if entry is None:  # never expected (a void follows its registration on its partition): kept
+            return Park(event.registration_id)
         facts, already_voided = entry
         if already_voided:
             count(EVENTS_PROCESSED, SERVICE, "duplicate")
-            return False
+            return None
+        pot = self._pot(batch, event)
         try:
             apply_voided(pot.book, event, original=facts)
         except ValueError as exc:  # a void must take out exactly what went in
             log.error("void refused: %s", exc)
             count(EVENTS_REJECTED, SERVICE, "void_mismatch")
-            return False
-        ledger[event.registration_id] = (facts, True)
-        voided_ids.append(event.registration_id)
+            return None
+        batch.ledger[event.registration_id] = (facts, True)
+        batch.voided_ids.append(event.registration_id)
         count(EVENTS_PROCESSED, SERVICE, event.type)
-        return True
+        self._booked(batch, pot, event.voided_at)
+        return None
+
+    def _booked(self, batch: BudgetBatch, pot: Pot, when: dt.datetime) -> None:
+        batch.changed.add(pot.arrangement_id)
+        for alert in self._alerts(pot, when):
+            batch.uow.emit(alert.topic, alert.key, alert.value)
 
     def _alerts(self, pot: Pot, crossed_at: dt.datetime) -> list[OutgoingEvent]:
         """Re-arm and record crossings on the book; one budget.alert per crossing. Without the arrangement in

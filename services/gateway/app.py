@@ -25,7 +25,8 @@ from services.gateway.deps import (RETRY_AFTER_S, CodePath, IdPath, NoNulStr, no
                                    require_coordinator, service_get)
 from services.gateway.parsing import BodyError, UnsupportedMediaType, read_items, validate_items
 from services.gateway.service import Conflict, Intake, Invalid, NotFound, RegistryWriter
-from shared.db import create_tables, make_engine, readonly
+from shared.db import make_engine, readonly
+from shared.migrations import migrate
 from shared.identity import SLUG_ID, is_municipality_code, pupil_ref_problem
 from shared.outbox import OutboxRelay
 from shared.schemas import Arrangement, Group, Municipality, Pupil, Registration, School, VoidRequest
@@ -56,7 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         engine = make_engine(settings.db_url("gateway"))
-        await create_tables(engine, books.metadata)
+        await migrate(engine, "services/gateway/migrations")
         relay = OutboxRelay("gateway", engine, books.outbox, books.relay_state, settings)
         app.state.settings = settings
         app.state.engine = engine

@@ -1,31 +1,24 @@
-"""Hours service (Faust): thin adapter from `hours.submitted` to HoursService, plus its internal view."""
+"""Hours service (Faust worker): the kernel consumes `hours.submitted` into HoursService; its internal views."""
 from __future__ import annotations
 
 from services.hours import books
 from services.hours.service import SERVICE, HoursService
-from shared import topics
-from shared.events import HoursSubmitted, VoidRequested
-from shared.streams import decode_events, in_batches, make_runtime
+from shared.streams import make_runtime
 
-rt = make_runtime(SERVICE, books.metadata)
+rt = make_runtime(SERVICE, books.metadata, migrations="services/hours/migrations")
 app = rt.app
-service = HoursService(rt.engine, rt.registry, rt.outbox, rt.relay.wake)
-submitted_topic = app.topic(topics.HOURS_SUBMITTED, value_serializer="raw", key_serializer="raw")
-
-
-@app.agent(submitted_topic, concurrency=1)  # concurrency=1: faust-streaming #606 (offsets can skip otherwise)
-async def process_submissions(stream) -> None:  # noqa: ANN001
-    async def handle(values: list[bytes]) -> None:
-        await service.handle(decode_events(SERVICE, values, (HoursSubmitted, VoidRequested)))
-
-    await in_batches(rt, stream, handle)
+service = rt.serve(HoursService(rt.engine, rt.registry))
 
 
 @app.page("/internal/registrations/{registration_id}")
 async def registration_view(web, request, registration_id: str):  # noqa: ANN001
     status = await service.status_of(registration_id)
     if status is None:
-        return web.json({"detail": "unknown"}, status=404)
+        held = await rt.kernel.held(registration_id)
+        if held is None:
+            return web.json({"detail": "unknown"}, status=404)
+        status = {"registration_id": registration_id, "status": "held", "deadletter_id": held["id"],
+                  "reason": f"held: {held['reason']}"}
     return web.json(status)
 
 

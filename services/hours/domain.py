@@ -1,6 +1,6 @@
 """Hours domain: is a registration acceptable, and what does it cost and to whom is it attributed?
 
-Pure: works on a `RegistryCopy` (in-memory reference data) and a registration; no I/O. The reasons are
+Pure: works on `ReferenceData` (plain values, shared/reference.py) and a registration; no I/O. The reasons are
 written for the school that has to act on them.
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from shared.events import Attribution
 from shared.money import cent_minutes_to_cents, cost_cent_minutes
-from shared.registry import RegistryCopy
+from shared.reference import ReferenceData
 from shared.schemas import Registration
 
 
@@ -44,7 +44,7 @@ def _attribution(pupil_ref: str, municipality: str) -> Attribution:
     return found
 
 
-def assess(reg: Registration, registry: RegistryCopy) -> Accepted | Rejected:
+def assess(reg: Registration, registry: ReferenceData) -> Accepted | Rejected:
     school = registry.schools.get(reg.school_id)
     if school is None:
         return Rejected((f"school {reg.school_id!r} is not registered",))

@@ -1,31 +1,36 @@
-"""Hours service layer: applies a batch of submissions and void requests in one transaction.
+"""Hours service: its handlers for `hours.submitted` (registrations and void requests), and its reads.
 
-Idempotent consumer: a registration id already in `registrations` is a duplicate and has no effect, so a
-redelivered or re-published event changes nothing. The follow-up events (care.logged, care.voided,
-hours.rejected) go to the outbox in the same transaction.
+The kernel (shared/kernel.py) applies a batch in one transaction: `begin_batch` loads the batch's known
+registrations, the handlers judge each event in memory (domain.assess) and queue rows and follow-up events
+(care.logged, care.voided, hours.rejected go to the outbox with the same commit), `end_batch` writes them.
+The `registrations` table (primary key `registration_id`) keeps each registration's fate; a resent
+registration with the same content is a duplicate and has no effect. A void that arrives before its
+registration is parked by the kernel until the registration is applied.
 """
 from __future__ import annotations
 
 import datetime as dt
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.hours import books
 from services.hours.domain import Accepted, assess
 from shared import topics
 from shared.db import insert_dicts
-from shared.events import CareLogged, CareVoided, HoursRejected, HoursSubmitted, VoidRequested
+from shared.events import CareLogged, CareVoided, Event, HoursRejected, HoursSubmitted, VoidRequested
+from shared.kernel import Park, Subscription, UnitOfWork
 from shared.money import cent_minutes_to_cents
-from shared.outbox import OutgoingEvent, enqueue
 from shared.registry import RegistryCopy
-from shared.streams import EVENTS_PROCESSED, EVENTS_REJECTED, count, counted_on_commit
+from shared.stream_metrics import EVENTS_PROCESSED, EVENTS_REJECTED, count
 
 log = logging.getLogger("zorgpot.hours")
 SERVICE = "hours"
+REGISTRY_WAIT_LOG_S = 10.0
 
 
 def rejection_reason_label(reason: str) -> str:
@@ -38,48 +43,57 @@ def rejection_reason_label(reason: str) -> str:
     return "other"
 
 
+@dataclass
+class HoursBatch:
+    """One batch's state: the registrations it touches as stored, and the writes it queues."""
+
+    uow: UnitOfWork
+    now: dt.datetime
+    known: dict[str, dict[str, Any]]
+    inserts: list[dict[str, Any]] = field(default_factory=list)
+    voids: list[dict[str, Any]] = field(default_factory=list)
+
+
 class HoursService:
-    def __init__(self, engine: AsyncEngine, registry: RegistryCopy, outbox, wake_relay) -> None:  # noqa: ANN001
+    name = SERVICE
+
+    def __init__(self, engine: AsyncEngine, registry: RegistryCopy) -> None:
         self.engine = engine
         self.registry = registry
-        self.outbox = outbox
-        self.wake_relay = wake_relay
+        self.subscriptions = [Subscription(
+            topics.HOURS_SUBMITTED,
+            handlers={HoursSubmitted: self._submitted, VoidRequested: self._void},
+            provides={HoursSubmitted: lambda e: e.registration.registration_id})]
 
-    async def handle(self, events: list[HoursSubmitted | VoidRequested]) -> None:
-        if not events:
-            return
-        needed = max(e.registry_version for e in events)
-        while not await self.registry.wait_for(needed, timeout=10.0):
+    # -- the kernel's hooks -----------------------------------------------------------------------------
+    async def ready_for(self, events: list[Event]) -> None:
+        """Judge registrations only against a registry copy at least as new as the gateway's when it took them."""
+        needed = max(getattr(e, "registry_version", 0) for e in events)
+        while not await self.registry.wait_for(needed, timeout=REGISTRY_WAIT_LOG_S):
             log.warning("waiting for registry version %d (have %d) before validating", needed, self.registry.version)
-        now = dt.datetime.now(dt.timezone.utc)
+
+    async def begin_batch(self, uow: UnitOfWork, events: list[Event]) -> HoursBatch:
         ids = {e.registration.registration_id if isinstance(e, HoursSubmitted) else e.registration_id
                for e in events}
-        with counted_on_commit():
-            async with self.engine.begin() as conn:
-                rows = (await conn.execute(select(books.registrations.c.registration_id, books.registrations.c.status,
-                                                  books.registrations.c.content_hash, books.registrations.c.event)
-                                           .where(books.registrations.c.registration_id.in_(ids)))).all()
-                known: dict[str, dict[str, Any]] = {r.registration_id: dict(r._mapping) for r in rows}
-                inserts: list[dict[str, Any]] = []
-                voids: list[dict[str, Any]] = []
-                outgoing: list[OutgoingEvent] = []
-                for event in events:
-                    if isinstance(event, HoursSubmitted):
-                        self._submitted(event, known, inserts, outgoing, now)
-                    else:
-                        self._void(event, known, voids, outgoing, now)
-                if inserts:
-                    await insert_dicts(conn, books.registrations, inserts)
-                for v in voids:
-                    await conn.execute(update(books.registrations)
-                                       .where(books.registrations.c.registration_id == v["registration_id"])
-                                       .values(status="voided", void_reason=v["void_reason"]))
-                await enqueue(conn, self.outbox, outgoing)
-        self.wake_relay()
+        r = books.registrations
+        rows = (await uow.conn.execute(select(r.c.registration_id, r.c.status, r.c.content_hash, r.c.event)
+                                       .where(r.c.registration_id.in_(ids)))).all()
+        return HoursBatch(uow, dt.datetime.now(dt.timezone.utc), {row.registration_id: dict(row._mapping) for row in rows})
 
-    def _submitted(self, event: HoursSubmitted, known: dict, inserts: list, outgoing: list,  # noqa: ANN001
-                   now: dt.datetime) -> None:
-        reg = event.registration
+    async def end_batch(self, uow: UnitOfWork, batch: HoursBatch) -> None:
+        if batch.inserts:
+            await insert_dicts(uow.conn, books.registrations, batch.inserts)
+        if batch.voids:
+            r = books.registrations
+            await uow.conn.execute(update(r).where(r.c.registration_id == bindparam("rid"))
+                                   .values(status="voided", void_reason=bindparam("why")), batch.voids)
+
+    def after_commit(self, batch: HoursBatch) -> None:
+        pass
+
+    # -- handlers -------------------------------------------------------------------------------------
+    def _submitted(self, batch: HoursBatch, event: HoursSubmitted) -> None:
+        reg, known, now = event.registration, batch.known, batch.now
         digest = reg.content_hash()
         existing = known.get(reg.registration_id)
         if existing is not None:
@@ -106,27 +120,22 @@ class HoursService:
             row.update(status="accepted", arrangement_id=outcome.arrangement_id,
                        hourly_rate_cents=outcome.hourly_rate_cents, cost_cent_minutes=outcome.cost_cent_minutes,
                        event=payload)
-            outgoing.append(OutgoingEvent(topics.CARE_LOGGED, reg.school_id.encode(), payload))
+            batch.uow.emit(topics.CARE_LOGGED, reg.school_id.encode(), payload)
             count(EVENTS_PROCESSED, SERVICE, "accepted")
         else:
             row.update(status="rejected", reasons=orjson.dumps(list(outcome.reasons)).decode())
             rejected = HoursRejected(event_id=f"rejected:{reg.registration_id}", registration_id=reg.registration_id,
                                      school_id=reg.school_id, reasons=list(outcome.reasons), rejected_at=now)
-            outgoing.append(OutgoingEvent(topics.HOURS_REJECTED, reg.school_id.encode(), rejected.to_bytes()))
+            batch.uow.emit(topics.HOURS_REJECTED, reg.school_id.encode(), rejected.to_bytes())
             for reason in outcome.reasons:
                 count(EVENTS_REJECTED, SERVICE, rejection_reason_label(reason))
-        inserts.append(row)
+        batch.inserts.append(row)
         known[reg.registration_id] = row
 
-    def _void(self, event: VoidRequested, known: dict, voids: list, outgoing: list,  # noqa: ANN001
-              now: dt.datetime) -> None:
-        existing = known.get(event.registration_id)
-        if existing is None:
-            # Voids share the registration's partition and follow it, so this means the registration itself
-            # never reached us: nothing to void. Counted, not silently dropped.
-            log.error("void for unknown registration %s ignored", event.registration_id)
-            count(EVENTS_REJECTED, SERVICE, "void_unknown")
-            return
+    def _void(self, batch: HoursBatch, event: VoidRequested) -> Park | None:
+        existing = batch.known.get(event.registration_id)
+        if existing is None:  # never expected (voids follow their registration on its partition): kept
+            return Park(event.registration_id)
         if existing["status"] != "accepted":
             count(EVENTS_PROCESSED, SERVICE, "void_noop")
             return
@@ -134,12 +143,14 @@ class HoursService:
         voided = CareVoided(
             event_id=f"voided:{event.registration_id}", registration_id=event.registration_id,
             school_id=logged.school_id, arrangement_id=logged.arrangement_id, date=logged.date,
-            minutes=logged.minutes, cost_cent_minutes=logged.cost_cent_minutes, reason=event.reason, voided_at=now,
+            minutes=logged.minutes, cost_cent_minutes=logged.cost_cent_minutes, reason=event.reason,
+            voided_at=batch.now,
         )
         existing["status"] = "voided"
-        voids.append({"registration_id": event.registration_id, "void_reason": event.reason})
-        outgoing.append(OutgoingEvent(topics.CARE_LOGGED, logged.school_id.encode(), voided.to_bytes()))
+        batch.voids.append({"rid": event.registration_id, "why": event.reason})
+        batch.uow.emit(topics.CARE_LOGGED, logged.school_id.encode(), voided.to_bytes())
         count(EVENTS_PROCESSED, SERVICE, "voided")
+        return None
 
     async def stats(self) -> dict[str, Any]:
         """Counts and exact cost by status: what the tests and the reconciliation compare against."""

@@ -1,4 +1,4 @@
-"""Settlement service (Faust): thin adapter from `care.logged` to SettlementService, plus its internal views.
+"""Settlement service (Faust worker): the kernel consumes `care.logged` into SettlementService; its internal views.
 
 Views (reached only through the gateway, which does authentication and authorisation):
   POST /internal/close                   {arrangement_id, period_start, period_end, registry_version?}
@@ -20,25 +20,14 @@ from services.settlement import books
 from services.settlement.domain import PeriodConflictError, SettlementError
 from services.settlement.render import statement_csv, statement_pdf
 from services.settlement.service import SERVICE, RegistryBehind, SettlementService, UnknownArrangement
-from shared import topics
-from shared.events import CareLogged, CareVoided
 from shared.schemas import CloseBatchRequest, CloseRequest
-from shared.streams import decode_events, in_batches, make_runtime
+from shared.streams import make_runtime
 
 log = logging.getLogger("zorgpot.settlement")
 
-rt = make_runtime(SERVICE, books.metadata, upgrade=books.upgrade)
+rt = make_runtime(SERVICE, books.metadata, migrations="services/settlement/migrations")
 app = rt.app
-service = SettlementService(rt.engine, rt.registry, rt.outbox, rt.relay.wake)
-care_topic = app.topic(topics.CARE_LOGGED, value_serializer="raw", key_serializer="raw")
-
-
-@app.agent(care_topic, concurrency=1)  # concurrency=1: faust-streaming #606 (offsets can skip otherwise)
-async def consume_care(stream) -> None:  # noqa: ANN001
-    async def handle(values: list[bytes]) -> None:
-        await service.handle(decode_events(SERVICE, values, (CareLogged, CareVoided)))
-
-    await in_batches(rt, stream, handle)
+service = rt.serve(SettlementService(rt.engine, rt.registry, rt.outbox, rt.relay.wake))
 
 
 def truthy(value: str | None) -> bool:

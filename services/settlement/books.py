@@ -1,24 +1,16 @@
 """The settlement service's own database: the exact care lines it settles, the closes and the statements it
-issued (immutable), the event ids it applied (idempotent consumer), plus outbox and registry copy."""
+issued (immutable), plus outbox, registry copy and the stream kernel's tables (applied event ids, positions,
+parked events, dead letters). The schema is made by the Alembic scripts in services/settlement/migrations/."""
 from __future__ import annotations
 
 from typing import Iterable, Sequence
 
-import orjson
 from sqlalchemy import (Boolean, Column, Date, DateTime, Index, Integer, LargeBinary, MetaData, String, Table,
-                        UniqueConstraint, bindparam, inspect, select, update)
-from sqlalchemy.ext.asyncio import AsyncEngine
+                        UniqueConstraint)
 
 from services.settlement.domain import residences_of
 
 metadata = MetaData()
-
-# Every care.logged / care.voided event applied, by its deterministic event id: a redelivery is a no-op.
-applied_events = Table(
-    "applied_events", metadata,
-    Column("event_id", String(100), primary_key=True),
-    Column("applied_at", DateTime(timezone=True), nullable=False),
-)
 
 # One row per accepted registration: domain.CareLine, persisted. `known_since_close` / `voided_since_close`
 # are the number of closes of the arrangement made when the fact was first applied (design.md section 5).
@@ -41,14 +33,6 @@ care_lines = Table(
     Column("voided_since_close", Integer, nullable=True),
 )
 Index("ix_care_lines_arrangement", care_lines.c.arrangement_id)
-
-# A void that arrived before its registration (never expected: both share a partition, the void second).
-# Kept, not dropped, and applied when the registration arrives.
-early_voids = Table(
-    "early_voids", metadata,
-    Column("registration_id", String(64), primary_key=True),
-    Column("event_id", String(100), nullable=False),
-)
 
 # One row per arrangement that has care or closes. Both the consumer and a close lock this row first
 # (SELECT ... FOR UPDATE on PostgreSQL; SQLite serialises writers anyway), so `known_since_close` is always
@@ -89,18 +73,3 @@ Index("ix_statements_arrangement", statements.c.arrangement_id, statements.c.clo
 def residences_column(attributions: Iterable[Sequence[str]]) -> str:
     """care_lines.residences of a registration's (pupil_ref, municipality) attributions."""
     return " ".join(residences_of((ref, home) for ref, home in attributions))
-
-
-async def upgrade(engine: AsyncEngine) -> None:
-    """Bring books made by an earlier version up to this schema (runs after create_tables, idempotent)."""
-    async with engine.begin() as conn:
-        columns = await conn.run_sync(lambda sync: {c["name"] for c in inspect(sync).get_columns("care_lines")})
-        if "residences" not in columns:
-            await conn.exec_driver_sql("ALTER TABLE care_lines ADD COLUMN residences VARCHAR(1000)")
-        rows = (await conn.execute(select(care_lines.c.registration_id, care_lines.c.attributions)
-                                   .where(care_lines.c.residences.is_(None)))).all()
-        if rows:
-            await conn.execute(
-                update(care_lines).where(care_lines.c.registration_id == bindparam("rid"))
-                .values(residences=bindparam("homes")),
-                [{"rid": rid, "homes": residences_column(orjson.loads(doc))} for rid, doc in rows])

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.settlement import books
 from services.settlement.domain import CareLine, CareSummary, NewCare, routing_days
-from shared.registry import RegistryCopy
+from shared.reference import ReferenceData as RegistryCopy
 
 cl = books.care_lines
 

@@ -1,7 +1,9 @@
 """Settlement service layer: keeps the exact care lines, closes periods into statements, checks the invariant.
 
-Idempotent consumer: every applied care event id is recorded in the same transaction as its effect, so a
-redelivered or re-published event changes nothing. A close runs `domain.close_period` and persists the close
+The kernel (shared/kernel.py) applies care events in batches, one transaction each with the event ids and
+the consumer position: `begin_batch` locks the batch's arrangements and loads its known lines, the handlers
+turn each event into a care line (or a void of one) in memory, `end_batch` writes them. A void that arrives
+before its registration is parked by the kernel until the registration is applied. A close runs `domain.close_period` and persists the close
 record, the statements and one `StatementIssued` outbox event per statement in one transaction. The
 consumer and a close both lock the arrangement's `arrangement_state` row first, so every care line records
 exactly how many closes had been committed when it was learned (`known_since_close`).
@@ -16,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import orjson
@@ -32,12 +34,13 @@ from services.settlement.domain import (PERIOD_KEYS, ArrangementContext, CareLin
                                         find_identical_close, invariant_problems, net_cost_cents)
 from shared import topics
 from shared.db import insert_dicts, readonly
-from shared.events import CareLogged, CareVoided, StatementIssued
+from shared.events import CareLogged, CareVoided, Event, StatementIssued
+from shared.kernel import Park, Subscription, UnitOfWork
 from shared.money import cent_minutes_to_cents
 from shared.outbox import OutgoingEvent, enqueue
 from shared.registry import RegistryCopy
 from shared.schemas import CloseBatchRequest, CloseRequest
-from shared.streams import EVENTS_PROCESSED, EVENTS_REJECTED, count, counted_on_commit
+from shared.stream_metrics import EVENTS_PROCESSED, count
 from shared.timeutil import today
 
 log = logging.getLogger("zorgpot.settlement")
@@ -72,104 +75,84 @@ def _summary(row: Any) -> dict[str, Any]:
             "total_cents": row.total_cents, "issued_at": row.issued_at.isoformat()}
 
 
+@dataclass
+class SettlementBatch:
+    """One batch's state: closes made per arrangement (locked), the lines it touches, the writes it queues."""
+
+    closes_made: dict[str, int]
+    known: dict[str, bool]  # registration id -> voided, as stored
+    new_lines: dict[str, dict[str, Any]] = field(default_factory=dict)
+    voids: list[dict[str, Any]] = field(default_factory=list)
+
+
 class SettlementService:
+    name = SERVICE
+
     def __init__(self, engine: AsyncEngine, registry: RegistryCopy, outbox, wake_relay) -> None:  # noqa: ANN001
         self.engine = engine
         self.read_engine = readonly(engine)
         self.registry = registry
         self.outbox = outbox
         self.wake_relay = wake_relay
+        self.subscriptions = [Subscription(
+            topics.CARE_LOGGED, handlers={CareLogged: self._logged, CareVoided: self._voided},
+            provides={CareLogged: lambda e: e.registration_id})]
 
-    # -- consuming care.logged ---------------------------------------------------------------------------
-    async def handle(self, events: list[CareLogged | CareVoided]) -> None:
-        """Apply a batch of care events in one transaction; already applied event ids are skipped."""
-        if not events:
+    # -- the kernel's hooks (consuming care.logged) ---------------------------------------------------
+    async def ready_for(self, events: list[Event]) -> None:
+        pass
+
+    async def begin_batch(self, uow: UnitOfWork, events: list[CareLogged | CareVoided]) -> SettlementBatch:
+        closes_made = await self._lock_arrangements(uow.conn, {e.arrangement_id for e in events})
+        rids = list({e.registration_id for e in events})
+        known = {r.registration_id: r.voided for r in (await uow.conn.execute(
+            select(books.care_lines.c.registration_id, books.care_lines.c.voided)
+            .where(books.care_lines.c.registration_id.in_(rids)))).all()}
+        return SettlementBatch(closes_made, known)
+
+    async def end_batch(self, uow: UnitOfWork, batch: SettlementBatch) -> None:
+        if batch.new_lines:
+            await insert_dicts(uow.conn, books.care_lines, list(batch.new_lines.values()))
+        if batch.voids:
+            cl = books.care_lines
+            await uow.conn.execute(update(cl).where(cl.c.registration_id == bindparam("rid"), cl.c.voided.is_(False))
+                                   .values(voided=True, voided_since_close=bindparam("made")), batch.voids)
+
+    def after_commit(self, batch: SettlementBatch) -> None:
+        pass
+
+    def _logged(self, batch: SettlementBatch, event: CareLogged) -> None:
+        if event.registration_id in batch.known or event.registration_id in batch.new_lines:
+            count(EVENTS_PROCESSED, SERVICE, "duplicate")
             return
-        for attempt in range(3):
-            try:
-                await self._apply(events)
-                return
-            except IntegrityError:  # a close created an arrangement_state row concurrently (PostgreSQL)
-                if attempt == 2:
-                    raise
-                log.warning("care batch raced a close; applying it again")
+        batch.new_lines[event.registration_id] = {
+            "registration_id": event.registration_id, "arrangement_id": event.arrangement_id,
+            "school_id": event.school_id, "date": event.date, "minutes": event.minutes,
+            "cost_cent_minutes": event.cost_cent_minutes,
+            "attributions": orjson.dumps([[a.pupil_ref, a.municipality] for a in event.attributions]),
+            "residences": books.residences_column((a.pupil_ref, a.municipality) for a in event.attributions),
+            "attributed_to": event.attributed_to, "known_since_close": batch.closes_made[event.arrangement_id],
+            "voided": False, "voided_since_close": None,
+        }
+        count(EVENTS_PROCESSED, SERVICE, event.type)
 
-    async def _apply(self, events: list[CareLogged | CareVoided]) -> None:
-        now = dt.datetime.now(dt.timezone.utc)
-        with counted_on_commit():
-            async with self.engine.begin() as conn:
-                ids = list({e.event_id for e in events})
-                applied = set((await conn.execute(select(books.applied_events.c.event_id)
-                                                  .where(books.applied_events.c.event_id.in_(ids)))).scalars())
-                fresh: list[CareLogged | CareVoided] = []
-                for event in events:
-                    if event.event_id in applied:
-                        count(EVENTS_PROCESSED, SERVICE, "duplicate")
-                        continue
-                    applied.add(event.event_id)
-                    fresh.append(event)
-                if not fresh:
-                    return
-                closes_made = await self._lock_arrangements(conn, {e.arrangement_id for e in fresh})
-                rids = list({e.registration_id for e in fresh})
-                known = {r.registration_id: r for r in (await conn.execute(
-                    select(books.care_lines.c.registration_id, books.care_lines.c.voided)
-                    .where(books.care_lines.c.registration_id.in_(rids)))).all()}
-                early = set((await conn.execute(select(books.early_voids.c.registration_id)
-                                                .where(books.early_voids.c.registration_id.in_(rids)))).scalars())
-                new_lines: dict[str, dict[str, Any]] = {}
-                for event in fresh:
-                    made = closes_made[event.arrangement_id]
-                    if isinstance(event, CareLogged):
-                        if event.registration_id in known or event.registration_id in new_lines:
-                            count(EVENTS_PROCESSED, SERVICE, "duplicate")
-                            continue
-                        voided_early = event.registration_id in early
-                        new_lines[event.registration_id] = {
-                            "registration_id": event.registration_id, "arrangement_id": event.arrangement_id,
-                            "school_id": event.school_id, "date": event.date, "minutes": event.minutes,
-                            "cost_cent_minutes": event.cost_cent_minutes,
-                            "attributions": orjson.dumps([[a.pupil_ref, a.municipality] for a in event.attributions]),
-                            "residences": books.residences_column((a.pupil_ref, a.municipality)
-                                                                  for a in event.attributions),
-                            "attributed_to": event.attributed_to, "known_since_close": made,
-                            "voided": voided_early, "voided_since_close": made if voided_early else None,
-                        }
-                        if voided_early:
-                            await conn.execute(books.early_voids.delete()
-                                               .where(books.early_voids.c.registration_id == event.registration_id))
-                        count(EVENTS_PROCESSED, SERVICE, event.type)
-                    else:
-                        self._void(event, made, known, new_lines, early)
-                        if event.registration_id in known and not known[event.registration_id].voided:
-                            await conn.execute(update(books.care_lines)
-                                               .where(books.care_lines.c.registration_id == event.registration_id,
-                                                      books.care_lines.c.voided.is_(False))
-                                               .values(voided=True, voided_since_close=made))
-                        elif event.registration_id not in known and event.registration_id not in new_lines \
-                                and event.registration_id not in early:
-                            early.add(event.registration_id)
-                            await conn.execute(books.early_voids.insert().values(
-                                registration_id=event.registration_id, event_id=event.event_id))
-                if new_lines:
-                    await insert_dicts(conn, books.care_lines, list(new_lines.values()))
-                await insert_dicts(conn, books.applied_events,
-                                   [{"event_id": e.event_id, "applied_at": now} for e in fresh])
-
-    @staticmethod
-    def _void(event: CareVoided, made: int, known: dict, new_lines: dict, early: set) -> None:  # noqa: ANN001
-        """Bookkeeping of a void in memory; the caller writes it."""
-        if event.registration_id in new_lines:
-            line = new_lines[event.registration_id]
+    def _voided(self, batch: SettlementBatch, event: CareVoided) -> Park | None:
+        made = batch.closes_made.get(event.arrangement_id, 0)
+        line = batch.new_lines.get(event.registration_id)
+        if line is not None:
             if not line["voided"]:
                 line.update(voided=True, voided_since_close=made)
             count(EVENTS_PROCESSED, SERVICE, event.type)
-        elif event.registration_id in known:
-            count(EVENTS_PROCESSED, SERVICE, event.type if not known[event.registration_id].voided else "void_noop")
-        else:
-            log.error("void of %s arrived before its registration; kept until the registration arrives",
-                      event.registration_id)
-            count(EVENTS_REJECTED, SERVICE, "void_before_registration")
+        elif event.registration_id in batch.known:
+            if batch.known[event.registration_id]:
+                count(EVENTS_PROCESSED, SERVICE, "void_noop")
+            else:
+                batch.known[event.registration_id] = True
+                batch.voids.append({"rid": event.registration_id, "made": made})
+                count(EVENTS_PROCESSED, SERVICE, event.type)
+        else:  # never expected (a void follows its registration on its partition): kept until it arrives
+            return Park(event.registration_id)
+        return None
 
     async def _lock_arrangements(self, conn: AsyncConnection, arrangement_ids: Iterable[str]) -> dict[str, int]:
         """Lock (creating when missing) the arrangements' state rows; returns closes made per arrangement."""
