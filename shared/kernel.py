@@ -244,7 +244,7 @@ class StreamKernel(Generic[S]):
                  bootstrap: str, group_id: str, batch_max: int = 1000, fetch_wait_ms: int = 500,
                  consumer_options: dict[str, Any] | None = None, wake_relay: Callable[[], None] = lambda: None,
                  current_epoch: Callable[[], Awaitable[str]] | None = None, retries: int = 3,
-                 backoff_s: float = 0.1, max_backoff_s: float = 10.0) -> None:
+                 backoff_s: float = 0.1, max_backoff_s: float = 10.0, commit_delay_s: float = 0.0) -> None:
         self.process = process
         self.name = process.name
         self.engine = engine
@@ -260,6 +260,11 @@ class StreamKernel(Generic[S]):
         self.retries = retries
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
+        # Fault tests only (ZORGPOT_KERNEL_COMMIT_DELAY_MS): hold each batch's transaction open this long before
+        # its commit, so a SIGKILL timed by progress can land inside it. 0 in every real deployment.
+        self.commit_delay_s = commit_delay_s
+        self.in_transaction = False  # a batch's transaction is open (its effects written, not committed)
+        self.applied_records = 0  # records committed by this worker since it started (progress for tests)
         self.subscriptions = {s.topic: s for s in process.subscriptions}
         self.epoch: str | None = None
         self.positions: dict[TopicPartition, Position] = {}
@@ -449,6 +454,13 @@ class StreamKernel(Generic[S]):
                         await self._dead_letter(conn, uow, d, now)
                 await self._advance(conn, records)
                 await enqueue(conn, self.outbox, uow.outgoing)
+                if self.commit_delay_s:
+                    self.in_transaction = True
+                    try:
+                        await asyncio.sleep(self.commit_delay_s)
+                    finally:
+                        self.in_transaction = False
+        self.applied_records += len(records)
         self._committed(records, uow, state)
 
     async def _apply_events(self, uow: UnitOfWork, items: list["_Item"], now: dt.datetime) -> Any:
@@ -600,6 +612,23 @@ class StreamKernel(Generic[S]):
                 if result.rowcount != 1:
                     raise Fenced(f"{tp.topic}:{tp.partition} moved past {position.stored_offset} "
                                  f"(epoch {position.stored_epoch}) under another worker")
+
+    async def apply_events(self, topic: str, events: list[Event]) -> Any:
+        """Apply `events` in one unit of work as if consumed from `topic`, but with no position: for the
+        service-layer tests and tools that feed a service without Kafka. Returns the batch state (None when
+        every event was applied before)."""
+        items = [_Item(e, topic, Record(topic, -1, -1, None, e.to_bytes())) for e in events]
+        async with self.in_flight:
+            if items:
+                await self.process.ready_for(events)
+            now = dt.datetime.now(dt.timezone.utc)
+            with counted_on_commit():
+                async with self.engine.begin() as conn:
+                    uow = UnitOfWork(conn)
+                    state = await self._apply_events(uow, items, now)
+                    await enqueue(conn, self.outbox, uow.outgoing)
+            self._committed([], uow, state)
+            return state
 
     # -- dead letters ---------------------------------------------------------------------------------
     async def deadletters(self, status: str | None = None) -> list[dict[str, Any]]:

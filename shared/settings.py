@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     batch_window_ms: int = 50
     # Longest a consumer's Fetch may wait for records; 0: the broker profile's default (shared.kafka).
     fetch_wait_ms: int = 0
+    # Fault tests only: the stream kernel holds each batch's transaction open this long before committing, so
+    # a kill timed by progress lands inside it (tests/integration/test_kernel_faults.py). Keep 0.
+    kernel_commit_delay_ms: int = 0
 
     log_level: str = "INFO"
     worker_instance: str = Field(default="0")

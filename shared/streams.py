@@ -81,7 +81,8 @@ class ServiceRuntime:
         self.kernel = StreamKernel(
             process, self.engine, self.tables, self.outbox, bootstrap=settings.bootstrap(),
             group_id=f"zorgpot-{self.name}", batch_max=settings.batch_max, fetch_wait_ms=fetch_wait_ms(settings),
-            consumer_options=consumer_timeouts(settings), wake_relay=self.relay.wake, current_epoch=current_epoch)
+            consumer_options=consumer_timeouts(settings), wake_relay=self.relay.wake, current_epoch=current_epoch,
+            commit_delay_s=settings.kernel_commit_delay_ms / 1000)
         kernel = self.kernel
 
         @self.app.task
@@ -171,6 +172,8 @@ def _install_common(rt: ServiceRuntime) -> None:
         return web.json({"service": rt.name, "ready": ready, "assigned": assigned,
                          "positions": {f"{tp.topic}:{tp.partition}": p.read_from
                                        for tp, p in (kernel.positions.items() if kernel else ())},
+                         "applied_records": kernel.applied_records if kernel else 0,
+                         "in_transaction": kernel.in_transaction if kernel else False,
                          "registry_version": rt.registry.version}, status=200 if ready else 503)
 
     @app.page("/internal/deadletters")
