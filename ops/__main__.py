@@ -1,4 +1,4 @@
-"""Operator commands: `python -m ops up | topics | seed | invariant | simulate | replay-from-start`."""
+"""Operator commands: `python -m ops up | topics | seed | invariant | simulate | replay-from-start | migrate`."""
 from __future__ import annotations
 
 import argparse
@@ -65,14 +65,12 @@ def main() -> int:
     from ops.simulate import add_arguments
     add_arguments(sub.add_parser("simulate", help="stream daily care registrations for the demo region"))
     sub.add_parser("invariant", help="check that all statements add up to the accepted care (exit 1 if not)")
-    replay_cmd = sub.add_parser("replay-from-start", help="reset a stopped service's consumer group to offset 0 "
-                                "so it rebuilds its emptied database from its topics (docs/operations.md)")
+    replay_cmd = sub.add_parser("replay-from-start", help="empty a stopped service's database so that it rebuilds "
+                                "its books from offset 0 when started (docs/operations.md)")
     replay_cmd.add_argument("service", choices=["hours", "budget", "settlement"])
-    replay_cmd.add_argument("--after-restore", action="store_true",
-                            help="the service's database was restored from a backup (required for settlement)")
-    replay_cmd.add_argument("--force", action="store_true",
-                            help="take members the group still lists out of it first (the embedded broker keeps "
-                                 "stopped workers as members)")
+    migrate_cmd = sub.add_parser("migrate", help="upgrade a service's database to the newest schema (each service "
+                                 "also does this when it starts)")
+    migrate_cmd.add_argument("service", choices=["gateway", "hours", "budget", "settlement"])
     args = parser.parse_args()
     settings = get_settings()
     if args.command == "up":
@@ -92,14 +90,22 @@ def main() -> int:
         from ops.simulate import run
         return run(args, coordinator_token(settings), f"http://127.0.0.1:{settings.gateway_port}")
     if args.command == "replay-from-start":
-        from ops.replay import ReplayRefused, reset_to_start
+        from ops.replay import ReplayRefused, empty_books
         try:
-            reset = reset_to_start(settings.bootstrap(), args.service, after_restore=args.after_restore,
-                                   force=args.force)
+            dropped = empty_books(settings, args.service)
         except ReplayRefused as exc:
             print(f"refused: {exc}", file=sys.stderr)
             return 1
-        print(f"{args.service}: consumer group reset to offset 0 on {', '.join(reset)}; start the service now")
+        print(f"{args.service}: database emptied ({len(dropped)} tables); start the service now: it reads its "
+              "topics from offset 0")
+        return 0
+    if args.command == "migrate":
+        import asyncio
+
+        from shared.db import make_engine
+        from shared.migrations import migrate
+        asyncio.run(migrate(make_engine(settings.db_url(args.service)), f"services/{args.service}/migrations"))
+        print(f"{args.service}: database at the newest schema")
         return 0
     return 2
 

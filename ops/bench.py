@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
-import os
 import secrets
 import sqlite3
 import subprocess
@@ -27,6 +26,7 @@ import httpx
 from aiokafka import AIOKafkaProducer
 
 from ops.stack import ROOT, Stack, stack_ports
+from shared import topics
 from shared.events import HoursSubmitted, submission_event_id
 from shared.kafka import create_topics
 from shared.schemas import Registration
@@ -144,11 +144,24 @@ def wait_books(stack: Stack, count: int, timeout: float = 3600) -> float:
     raise TimeoutError("budget and settlement did not catch up")
 
 
+def same_partition_as(school: str, prefix: str) -> str:
+    """A school id starting with `prefix` whose events land on the same partition as `school`'s (the producers'
+    default partitioner: murmur2 of the key), so a probe queues behind the background load, as a school's
+    registrations would behind a busy neighbour's."""
+    from kafka.partitioner.default import murmur2
+
+    def partition(key: str) -> int:
+        return (murmur2(key.encode()) & 0x7FFFFFFF) % topics.PARTITIONS
+
+    return next(f"{prefix}-{i}" for i in range(10_000) if partition(f"{prefix}-{i}") == partition(school))
+
+
 def pot_latency(api: httpx.Client, samples: int, rate: float, max_s: float) -> tuple[list[float], float]:
     """Seconds from the 202 of one registration to GET /pots/<its pot> showing spent_cents moved, while a
     paced background producer posts batches of 50 into another school's pot at `rate` registrations/s."""
     seed(api, "bench-bg", "bench-bg-arr")
-    seed(api, "bench-probe", "bench-probe-arr")
+    probe_school = same_partition_as("bench-bg", "bench-probe")
+    seed(api, probe_school, "bench-probe-arr")
     stop = threading.Event()
     produced = [0]
     tag = secrets.token_hex(3)
@@ -171,7 +184,7 @@ def pot_latency(api: httpx.Client, samples: int, rate: float, max_s: float) -> t
     latencies = []
     started = time.monotonic()
     try:
-        for item in registrations(f"probe-{tag}", samples, school="bench-probe"):
+        for item in registrations(f"probe-{tag}", samples, school=probe_school):
             if latencies and time.monotonic() - started > max_s:
                 break  # fewer samples rather than an endless run when the machine cannot keep the pace
             before = api.get("/pots/bench-probe-arr").json()["spent_cents"]
@@ -189,18 +202,14 @@ def pot_latency(api: httpx.Client, samples: int, rate: float, max_s: float) -> t
 
 
 def replay(stack: Stack, expected: dict[str, Callable[[], bool]]) -> tuple[float, float]:
-    """Rebuild budget and settlement from offset 0 at once: stop both, delete their SQLite books, reset their
-    consumer groups (python -m ops replay-from-start), start them. Seconds until both count everything: from
+    """Rebuild budget and settlement from offset 0 at once: stop both, empty their databases (python -m ops
+    replay-from-start; no closes were made in the bench), start them. Seconds until both count everything: from
     the start of the processes, and from the moment both report healthy (group joined)."""
     for service in ("budget", "settlement"):
         stack.stop(service)
-        for suffix in ("", "-wal", "-shm"):
-            (stack.data_dir / f"{service}.db{suffix}").unlink(missing_ok=True)
-    env = dict(os.environ, **stack.env_extra, ZORGPOT_BROKER_PORT=str(stack.broker_port), PYTHONPATH=str(ROOT))
     for service in ("budget", "settlement"):
-        # settlement: --after-restore is safe here, the bench made no closes (docs/operations.md).
-        subprocess.run([sys.executable, "-m", "ops", "replay-from-start", service, "--after-restore", "--force"],
-                       cwd=ROOT, env=env, check=True, capture_output=True, timeout=120)
+        subprocess.run([sys.executable, "-m", "ops", "replay-from-start", service], cwd=ROOT,
+                       env=dict(stack.env, PYTHONPATH=str(ROOT)), check=True, capture_output=True, timeout=120)
     started = time.monotonic()
     stack.start("budget")
     stack.start("settlement")
@@ -228,10 +237,10 @@ def _quietly(check: Callable[[], bool]) -> Callable[[], bool]:
 
 
 def framework_floor(stack: Stack, count: int) -> dict[str, dict]:
-    """What merely receiving `count` care.logged events costs: plain aiokafka and a do-nothing Faust agent
-    (ops/bench_floor.py), each in a process of its own against this run's broker."""
+    """What merely receiving `count` care.logged events costs: plain aiokafka, the stream kernel with handlers
+    that do nothing, and a do-nothing Faust agent (ops/bench_floor.py), each in a process of its own."""
     out = {}
-    for mode in ("aiokafka", "faust"):
+    for mode in ("aiokafka", "kernel", "faust"):
         done = subprocess.run([sys.executable, "-m", "ops.bench_floor", mode, "--count", str(count),
                                "--bootstrap", f"127.0.0.1:{stack.broker_port}"], cwd=ROOT, env=stack.env,
                               capture_output=True, text=True, timeout=600)
@@ -294,8 +303,14 @@ def main() -> None:
             "what": "consuming care.logged and doing nothing, per event: CPU of that consumer alone",
             "aiokafka_cpu_us_per_event": floor["aiokafka"]["cpu_us_per_event"],
             "aiokafka_per_s": floor["aiokafka"]["per_s"],
+            "kernel_cpu_us_per_event": floor["kernel"]["cpu_us_per_event"],
+            "kernel_per_s": floor["kernel"]["per_s"],
+            "kernel_ratio_to_aiokafka": round(floor["kernel"]["cpu_us_per_event"]
+                                              / floor["aiokafka"]["cpu_us_per_event"], 1),
             "faust_agent_cpu_us_per_event": floor["faust"]["cpu_us_per_event"],
             "faust_agent_per_s": floor["faust"]["per_s"],
+            "faust_ratio_to_aiokafka": round(floor["faust"]["cpu_us_per_event"]
+                                             / floor["aiokafka"]["cpu_us_per_event"], 1),
         },
         "pot_latency_ms": {"p50": lat(50), "p95": lat(95), "p99": lat(99), "samples": len(latencies),
                            "mean": round(statistics.mean(latencies) * 1000, 1),
@@ -316,8 +331,9 @@ def main() -> None:
     for name, value, ratio in rows:
         print(f"{name:<44}{value:>12}{ratio:>24.3f}")
     fl = report["framework_floor"]
-    print(f"{'receive only, CPU us/event: aiokafka | faust':<44}"
-          f"{fl['aiokafka_cpu_us_per_event']:>12}{fl['faust_agent_cpu_us_per_event']:>24}")
+    print(f"{'receive only, CPU us/event: aiokafka':<44}{fl['aiokafka_cpu_us_per_event']:>12}{1.0:>24.1f}")
+    print(f"{'  kernel (no-op handlers)':<44}{fl['kernel_cpu_us_per_event']:>12}{fl['kernel_ratio_to_aiokafka']:>24.1f}")
+    print(f"{'  faust agent (no-op)':<44}{fl['faust_agent_cpu_us_per_event']:>12}{fl['faust_ratio_to_aiokafka']:>24.1f}")
     pot = report["pot_latency_ms"]
     print(f"{'202 -> GET /pots moved, ms (at %d/s)' % pot['background_posted_per_s']:<44}"
           f"{'p50 %.1f  p95 %.1f  p99 %.1f' % (pot['p50'], pot['p95'], pot['p99']):>36}")

@@ -1,13 +1,12 @@
 """Rebuilding a service's books from the fact topics (docs/operations.md, "Rebuild a service's database"):
-stop the service, throw its database away, reset its consumer group to offset 0 with
-`python -m ops replay-from-start <service>`, start it, and it arrives at identical figures.
+stop the service, empty its database with `python -m ops replay-from-start <service>`, start it, and it
+arrives at identical figures (its positions went with the database, so it reads from offset 0).
 
 The embedded broker keeps its topics only while it runs, so this is done against a broker that still has
 them (as Apache Kafka with retention.ms=-1 always does)."""
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import pytest
 from ops.stack import ROOT, Stack
 from tests.integration.client import Api, Region
 from tests.integration.conftest import start_stack
-from tests.integration.service_db import empty_books, query
+from tests.integration.service_db import query
 
 pytestmark = pytest.mark.stack
 
@@ -103,19 +102,16 @@ def counter(stack: Stack, service: str, kind: str) -> int:
     return int(float(found.group(1))) if found else 0
 
 
-def rebuild(stack: Stack, service: str, database_server: object) -> None:
-    """The operator's procedure: stop, empty the database, reset the group to offset 0, start."""
+def rebuild(stack: Stack, service: str) -> None:
+    """The operator's procedure: stop, empty the database (the command), start."""
     stack.stop(service)
-    empty_books(stack, service, database_server)
-    env = dict(os.environ, **stack.env_extra, ZORGPOT_BROKER_PORT=str(stack.broker_port),
-               PYTHONPATH=str(ROOT))
-    command = [sys.executable, "-m", "ops", "replay-from-start", service]
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
-    if done.returncode == 1 and "member" in done.stderr:
-        # Every worker is stopped, but the embedded broker keeps listing it as a member of the group.
-        done = subprocess.run([*command, "--force"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, "-m", "ops", "replay-from-start", service], cwd=ROOT,
+                          env=dict(stack.env, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "offset 0" in done.stdout, done.stdout
+    assert "database emptied" in done.stdout, done.stdout
+    assert query(stack, service, "select count(*) from information_schema.tables where table_name = 'outbox'"
+                 if stack.env_extra.get(f"ZORGPOT_{service.upper()}_DB") else
+                 "select count(*) from sqlite_master where name = 'outbox'") == [(0,)], "the books are really gone"
     stack.start(service)
     stack.wait_ready(120)
 
@@ -126,7 +122,7 @@ def test_budget_rebuilds_identical_pot_figures_from_care_logged(stack: Stack, re
     assert before["minutes"] == live_minutes(region) and before["registrations"] == REGISTRATIONS - VOIDED
     assert reconciliation(stack, region.arrangement_id)["difference_cents"] == 0
 
-    rebuild(stack, "budget", database_server)
+    rebuild(stack, "budget")
     wait_until(lambda: book_figures(stack, region.arrangement_id) == before, "identical pot figures after replay")
     after = reconciliation(stack, region.arrangement_id)
     assert after["difference_cents"] == 0 and after["ledger_registrations"] == REGISTRATIONS - VOIDED
@@ -144,7 +140,7 @@ def test_hours_rebuilds_identical_verdicts_and_downstream_ignores_the_regenerate
         pot_before = book_figures(stack, region.arrangement_id)
         duplicates_before = counter(stack, "budget", "duplicate")
 
-        rebuild(stack, "hours", database_server)
+        rebuild(stack, "hours")
         wait_until(lambda: api.hours_stats() == stats_before, "identical hours verdicts after replay")
         for rid, status in statuses_before.items():
             assert api.wait_status(rid, {status["status"]}) == status
@@ -156,13 +152,28 @@ def test_hours_rebuilds_identical_verdicts_and_downstream_ignores_the_regenerate
         assert reconciliation(stack, region.arrangement_id)["difference_cents"] == 0
 
 
-def test_settlement_and_gateway_are_not_rebuilt_from_topics() -> None:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), ZORGPOT_KAFKA_BOOTSTRAP="127.0.0.1:1")
+def test_settlement_with_closes_and_gateway_are_not_rebuilt_from_topics(stack: Stack, region: Region) -> None:
+    env = dict(stack.env, PYTHONPATH=str(ROOT))
     gateway = subprocess.run([sys.executable, "-m", "ops", "replay-from-start", "gateway"], cwd=ROOT, env=env,
                              capture_output=True, text=True)
     assert gateway.returncode != 0 and "invalid choice" in gateway.stderr, gateway.stderr
-    # Settlement's closes live only in its database: without a restored backup a rebuild would settle
-    # closed periods again, so the command refuses before it even contacts the broker.
-    settlement = subprocess.run([sys.executable, "-m", "ops", "replay-from-start", "settlement"], cwd=ROOT,
-                                env=env, capture_output=True, text=True, timeout=60)
-    assert settlement.returncode == 1 and "restore its database from a backup" in settlement.stderr, settlement.stderr
+    # A running worker is never emptied under its feet.
+    running = subprocess.run([sys.executable, "-m", "ops", "replay-from-start", "budget"], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert running.returncode == 1 and "stop every budget worker first" in running.stderr, running.stderr
+    # Settlement's closes live only in its database: emptying it would settle closed periods again.
+    with Api(stack) as api:
+        reply = api.post("/settlements/close", json={"arrangement_id": region.arrangement_id,
+                                                      "period_start": region.start.isoformat(),
+                                                      "period_end": (region.start + dt.timedelta(days=30)).isoformat()})
+        assert reply.status_code in (200, 201), reply.text
+    stack.stop("settlement")
+    try:
+        settlement = subprocess.run([sys.executable, "-m", "ops", "replay-from-start", "settlement"], cwd=ROOT,
+                                    env=env, capture_output=True, text=True, timeout=60)
+        assert settlement.returncode == 1 and "restore its database from a backup" in settlement.stderr, \
+            settlement.stderr
+        assert query(stack, "settlement", "select count(*) from closes") == [(1,)]
+    finally:
+        stack.start("settlement")
+        stack.wait_ready(120)
