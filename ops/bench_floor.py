@@ -146,7 +146,7 @@ def faust_agent(bootstrap: str, topic_name: str, count: int) -> None:
 
     @app.agent(topic, concurrency=1)
     async def nothing(stream) -> None:  # noqa: ANN001
-        async for values in stream.take(settings.batch_max, within=settings.batch_window_ms / 1000):
+        async for values in stream.take(settings.batch_max, within=0.05):
             if not state["seen"]:
                 state["cpu"], state["wall"] = time.process_time(), time.perf_counter()
             state["seen"] += len(values)

@@ -55,11 +55,9 @@ class Settings(BaseSettings):
     webhook_backoff_max_s: float = 300.0
     webhook_timeout_s: float = 10.0
 
-    # Stream services apply what they consume in batches (one transaction each): a batch is handed on when
-    # it holds batch_max records or batch_window_ms after the previous one. The window is the latency a
-    # quiet stream adds per hop; bigger batches make fewer, larger transactions under load.
+    # Stream services apply what they consume in batches (one transaction each): a batch is what one fetch
+    # returned, at most batch_max records. Bigger batches make fewer, larger transactions under load.
     batch_max: int = 1000
-    batch_window_ms: int = 50
     # Longest a consumer's Fetch may wait for records; 0: the broker profile's default (shared.kafka).
     fetch_wait_ms: int = 0
     # Fault tests only: the stream kernel holds each batch's transaction open this long before committing, so
