@@ -273,6 +273,7 @@ class StreamKernel(Generic[S]):
         self.in_flight = asyncio.Lock()
         self._parked_keys: set[str] = set()
         self._newly_parked: set[str] = set()
+        self._gaps: dict[TopicPartition, tuple[int, int]] = {}  # partition -> (position, times a fetch skipped it)
         self._stopping = False
         self._last_kafka_commit = 0.0
         self.started = asyncio.Event()  # the consumer joined and has partitions positioned
@@ -383,6 +384,7 @@ class StreamKernel(Generic[S]):
         (applied already). A first offset above the position would skip records: re-seek instead."""
         keep: list[Record] = []
         gap: set[TopicPartition] = set()
+        started: set[TopicPartition] = set()  # partitions with a record kept already
         for record in records:
             tp = record.tp
             position = self.positions.get(tp)
@@ -390,13 +392,23 @@ class StreamKernel(Generic[S]):
                 continue
             if record.offset < position.read_from:
                 continue
-            if record.offset > position.read_from and not any(r.tp == tp for r in keep):
-                log.warning("%s: %s:%d fetched from %d but the books stop at %d: seeking back", self.name,
-                            tp.topic, tp.partition, record.offset, position.read_from)
-                gap.add(tp)
-                if self.consumer is not None:
-                    self.consumer.seek(tp, position.read_from)
-                continue
+            if record.offset > position.read_from and tp not in started:
+                seen = self._gaps.get(tp, (position.read_from, 0))
+                tries = seen[1] + 1 if seen[0] == position.read_from else 1
+                self._gaps[tp] = (position.read_from, tries)
+                if tries <= 3:
+                    log.warning("%s: %s:%d fetched from %d but the books stop at %d: seeking back", self.name,
+                                tp.topic, tp.partition, record.offset, position.read_from)
+                    gap.add(tp)
+                    if self.consumer is not None:
+                        self.consumer.seek(tp, position.read_from)
+                    continue
+                # The broker no longer has those offsets (deleted by retention: fact topics keep everything,
+                # so this is a misconfigured topic). Nothing can bring them back; say so loudly and go on.
+                log.error("%s: %s:%d has no records %d..%d any more (the broker starts at %d): check the topic's "
+                          "retention", self.name, tp.topic, tp.partition, position.read_from, record.offset - 1,
+                          record.offset)
+            started.add(tp)
             keep.append(record)
         return keep
 

@@ -1,10 +1,12 @@
-"""Settlement service layer on a real SQLite database, without Kafka: idempotent consumer, close bookkeeping,
-the invariant view; and the webhook signature and backoff."""
+"""Settlement service layer on a real SQLite database made by its Alembic migrations, driven by the stream
+kernel without Kafka (`StreamKernel.apply_events`): idempotent consumer, a void before its registration parked
+until it arrives, close bookkeeping, the invariant view; and the webhook signature and backoff."""
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
 import hmac
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +18,12 @@ from services.gateway.webhooks import backoff_s, sign
 from services.settlement import books
 from services.settlement.domain import PeriodConflictError, SettlementError
 from services.settlement.service import SettlementService, UnknownArrangement
-from tests.unit.service_books import service_books
-from shared.events import Attribution, CareLogged, CareVoided, StatementIssued, parse_event
+from shared import topics
+from shared.events import Attribution, CareLogged, CareVoided, Event, StatementIssued, parse_event
+from shared.kernel import StreamKernel
 from shared.registry import RegistryCopy
 from shared.schemas import CloseRequest
+from tests.unit.service_books import migrated_books, offline_kernel
 
 D = dt.date
 HOST, OTHER = "GM0984", "GM1507"
@@ -56,13 +60,29 @@ def voided(rid: str, day: dt.date, minutes: int) -> CareVoided:
                       date=day, minutes=minutes, cost_cent_minutes=minutes * 6500, reason="mistake", voided_at=NOW)
 
 
+@dataclass
+class Settlement:
+    """The service and the kernel that feeds it care.logged."""
+
+    service: SettlementService
+    kernel: StreamKernel
+
+    async def apply(self, events: list[Event]) -> None:
+        await self.kernel.apply_events(topics.CARE_LOGGED, events)
+
+    async def rows(self, table) -> list[Any]:  # noqa: ANN001
+        async with self.service.engine.connect() as conn:
+            return (await conn.execute(select(table))).all()
+
+
 @pytest.fixture()
-async def service(tmp_path: Path):
-    engine, outbox = await service_books(tmp_path, books.metadata, "settlement")
+async def settlement(tmp_path: Path):
+    engine = await migrated_books(tmp_path, "settlement")
     woken: list[int] = []
-    svc = SettlementService(engine, registry(), outbox, lambda: woken.append(1))
-    svc.outbox_table = outbox
-    yield svc
+    svc = SettlementService(engine, registry(), None, lambda: woken.append(1))
+    kernel = offline_kernel(svc, engine, books.metadata)
+    svc.outbox = kernel.outbox  # one outbox: closes and the kernel's commits write the same table
+    yield Settlement(svc, kernel)
     await engine.dispose()
 
 
@@ -75,11 +95,12 @@ async def lines(svc: SettlementService) -> dict[str, Any]:
         return {r.registration_id: r for r in (await conn.execute(select(books.care_lines))).all()}
 
 
-async def test_redelivery_is_a_no_op_and_a_void_inside_the_same_batch_counts(service: SettlementService) -> None:
+async def test_redelivery_is_a_no_op_and_a_void_inside_the_same_batch_counts(settlement: Settlement) -> None:
+    service = settlement.service
     batch = [logged("r1", D(2025, 1, 10), 60, HOST), logged("r2", D(2025, 1, 11), 30, HOST, OTHER),
              voided("r2", D(2025, 1, 11), 30)]
-    await service.handle(batch)
-    await service.handle(batch + [logged("r1", D(2025, 1, 10), 60, HOST)])  # redelivered, and twice in one batch
+    await settlement.apply(batch)
+    await settlement.apply(batch + [logged("r1", D(2025, 1, 10), 60, HOST)])  # redelivered, and twice in one batch
     found = await lines(service)
     assert set(found) == {"r1", "r2"}
     assert (found["r2"].voided, found["r2"].voided_since_close, found["r2"].known_since_close) == (True, 0, 0)
@@ -88,17 +109,26 @@ async def test_redelivery_is_a_no_op_and_a_void_inside_the_same_batch_counts(ser
     assert report["ok"] and report["unsettled_cents"] == 6500
 
 
-async def test_a_void_before_its_registration_is_kept_until_it_arrives(service: SettlementService) -> None:
-    await service.handle([voided("r9", D(2025, 1, 10), 60)])
+async def test_a_void_before_its_registration_is_parked_until_it_arrives(settlement: Settlement) -> None:
+    """The kernel parks the void (parked_events, the whole event) instead of the service's old early_voids
+    ids, and applies it right after its registration."""
+    service, tables = settlement.service, settlement.kernel.tables
+    await settlement.apply([voided("r9", D(2025, 1, 10), 60)])
     assert await lines(service) == {}
-    await service.handle([logged("r9", D(2025, 1, 10), 60, HOST)])
-    assert (await lines(service))["r9"].voided
-    async with service.engine.connect() as conn:
-        assert (await conn.execute(select(books.early_voids))).all() == []
+    assert [(r.event_id, r.waits_for) for r in await settlement.rows(tables.parked)] == [("voided:r9", "r9")]
+    assert await settlement.rows(tables.applied) == []
+    await settlement.apply([logged("r9", D(2025, 1, 10), 60, HOST)])
+    line = (await lines(service))["r9"]
+    assert (line.voided, line.known_since_close, line.voided_since_close) == (True, 0, 0)
+    assert await settlement.rows(tables.parked) == []
+    assert {r.event_id for r in await settlement.rows(tables.applied)} == {"logged:r9", "voided:r9"}
+    report = (await service.invariant())[0]
+    assert report["ok"] and report["voided"] == 1 and report["net_cost_cents"] == 0  # the only line is voided
 
 
-async def test_close_records_known_since_close_and_issues_each_statement_once(service: SettlementService) -> None:
-    await service.handle([logged("a", D(2025, 1, 10), 60, HOST), logged("b", D(2025, 1, 12), 60, OTHER)])
+async def test_close_records_known_since_close_and_issues_each_statement_once(settlement: Settlement) -> None:
+    service = settlement.service
+    await settlement.apply([logged("a", D(2025, 1, 10), 60, HOST), logged("b", D(2025, 1, 12), 60, OTHER)])
     first = await service.close(close(D(2025, 1, 1), D(2025, 1, 31)))
     assert first.created and [(s["municipality"], s["total_cents"]) for s in first.statements] == \
         [(HOST, 6500), (OTHER, 6500)]
@@ -112,14 +142,13 @@ async def test_close_records_known_since_close_and_issues_each_statement_once(se
         await service.close(CloseRequest(arrangement_id="nope", period_start=D(2025, 1, 1), period_end=D(2025, 1, 2)))
 
     # Learned after close 1: a late registration for January and a void of "a".
-    await service.handle([logged("late", D(2025, 1, 20), 30, OTHER), voided("a", D(2025, 1, 10), 60)])
+    await settlement.apply([logged("late", D(2025, 1, 20), 30, OTHER), voided("a", D(2025, 1, 10), 60)])
     found = await lines(service)
     assert found["late"].known_since_close == 1 and found["a"].voided_since_close == 1
     second = await service.close(close(D(2025, 2, 1), D(2025, 2, 28)))
     assert {s["municipality"]: s["total_cents"] for s in second.statements} == {HOST: -6500, OTHER: 3250}
 
-    async with service.engine.connect() as conn:
-        outbox = (await conn.execute(select(service.outbox_table))).all()
+    outbox = await settlement.rows(settlement.kernel.outbox)
     events = [parse_event(row.value) for row in outbox]
     assert all(isinstance(e, StatementIssued) for e in events)
     assert [e.statement_id for e in events] == [s["statement_id"] for s in first.statements + second.statements]
@@ -131,8 +160,9 @@ async def test_close_records_known_since_close_and_issues_each_statement_once(se
     assert report["difference_cents"] == 0 and report["closes"] == 2
 
 
-async def test_invariant_notices_a_lost_statement(service: SettlementService) -> None:
-    await service.handle([logged("a", D(2025, 1, 10), 60, HOST), logged("b", D(2025, 1, 12), 60, OTHER)])
+async def test_invariant_notices_a_lost_statement(settlement: Settlement) -> None:
+    service = settlement.service
+    await settlement.apply([logged("a", D(2025, 1, 10), 60, HOST), logged("b", D(2025, 1, 12), 60, OTHER)])
     outcome = await service.close(close(D(2025, 1, 1), D(2025, 1, 31)))
     async with service.engine.begin() as conn:
         await conn.execute(books.statements.delete()
