@@ -43,8 +43,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 from prometheus_client import Gauge
-from sqlalchemy import (Column, DateTime, Integer, LargeBinary, MetaData, String, Table, Text, delete, select,
-                        update)
+from sqlalchemy import (Column, DateTime, Integer, LargeBinary, MetaData, String, Table, Text, delete, func,
+                        select, update)
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -273,6 +273,7 @@ class StreamKernel(Generic[S]):
         self.in_flight = asyncio.Lock()
         self._parked_keys: set[str] = set()
         self._newly_parked: set[str] = set()
+        self._parked_count = 0  # rows in parked_events as of the last commit that parked or released any
         self._gaps: dict[TopicPartition, tuple[int, int]] = {}  # partition -> (position, times a fetch skipped it)
         self._stopping = False
         self._last_kafka_commit = 0.0
@@ -362,8 +363,9 @@ class StreamKernel(Generic[S]):
 
     async def _load_parked_keys(self) -> None:
         async with self.engine.connect() as conn:
-            self._parked_keys = set((await conn.execute(select(self.tables.parked.c.waits_for))).scalars())
-        PARKED.labels(self.name).set(len(self._parked_keys))
+            waits_for = list((await conn.execute(select(self.tables.parked.c.waits_for))).scalars())
+        self._parked_keys, self._parked_count = set(waits_for), len(waits_for)
+        PARKED.labels(self.name).set(self._parked_count)
 
     # -- applying -------------------------------------------------------------------------------------
     async def apply_fetched(self, batch: dict[TopicPartition, list[Any]]) -> None:
@@ -496,21 +498,38 @@ class StreamKernel(Generic[S]):
             return None
         state = await self.process.begin_batch(uow, [item.event for item in fresh])
         applied_rows, parked, released = [], [], []
+        done: set[str] = set()  # applied in this batch: a released event that came again as a record, once
+        waiting: dict[str, list[_Item]] = {}  # parked earlier in this very batch, by the key they wait for
         stamp = driver_value(conn, t.applied.c.applied_at, now)
-        for item in fresh:
+        pending = fresh[::-1]
+        while pending:
+            item = pending.pop()
+            if item.event.event_id in done:
+                if item.record is None:
+                    released.append(item.event.event_id)
+                continue
             outcome = self.subscriptions[item.topic].handlers[type(item.event)](state, item.event)
             if isinstance(outcome, Park):
                 if item.record is not None:  # a released event that still waits simply stays parked
                     parked.append((item, outcome.key))
+                    waiting.setdefault(outcome.key, []).append(item)
                 continue
             if item.record is None:
                 released.append(item.event.event_id)
             applied_rows.append((item.event.event_id, stamp))
+            done.add(item.event.event_id)
+            provides = self.subscriptions[item.topic].provides.get(type(item.event))
+            waiters = waiting.pop(provides(item.event), []) if provides is not None else []
+            if waiters:  # what this batch parked ahead of this event: apply it right after it, not never
+                parked = [(p, key) for p, key in parked if all(p is not w for w in waiters)]
+                pending.extend(waiters[::-1])
         await self.process.end_batch(uow, state)
         await insert_rows(conn, t.applied, ("event_id", "applied_at"), applied_rows)
         await self._park(conn, parked, now)
         if released:
             await conn.execute(delete(t.parked).where(t.parked.c.event_id.in_(released)))
+        if parked or released:  # the gauge counts events kept, and goes down again when they are released
+            self._parked_count = (await conn.execute(select(func.count()).select_from(t.parked))).scalar_one()
         return state
 
     def _committed(self, records: list[Record], uow: UnitOfWork, state: Any) -> None:
@@ -523,7 +542,7 @@ class StreamKernel(Generic[S]):
         if self._newly_parked:
             self._parked_keys |= self._newly_parked
             self._newly_parked = set()
-        PARKED.labels(self.name).set(len(self._parked_keys))
+        PARKED.labels(self.name).set(self._parked_count)
         if uow.outgoing:
             self.wake_relay()
         if state is not None:

@@ -1,5 +1,5 @@
-"""services/budget/books.upgrade adds the reconciliation's covering index to books made before it existed,
-and SQLite then answers the reconciliation's sum from that index alone."""
+"""The budget migrations (services/budget/migrations, baseline 0001) add the reconciliation's covering index to
+books made before it existed, and SQLite then answers the reconciliation's sum from that index alone."""
 from __future__ import annotations
 
 import asyncio
@@ -9,6 +9,7 @@ from sqlalchemy import inspect
 
 from services.budget import books
 from shared.db import make_engine
+from shared.migrations import migrate
 
 
 def test_upgrade_adds_the_covering_index_once_and_the_sum_reads_only_it(tmp_path: Path) -> None:
@@ -18,8 +19,8 @@ def test_upgrade_adds_the_covering_index_once_and_the_sum_reads_only_it(tmp_path
             async with engine.begin() as conn:  # books of an earlier version: the ledger without the index
                 await conn.run_sync(lambda sync: books.ledger.create(sync))
                 await conn.run_sync(lambda sync: books.live_cost_index.drop(sync))
-            await books.upgrade(engine)
-            await books.upgrade(engine)  # idempotent
+            await migrate(engine, "services/budget/migrations")
+            await migrate(engine, "services/budget/migrations")  # idempotent
             async with engine.connect() as conn:
                 names = await conn.run_sync(lambda sync: {i["name"] for i in inspect(sync).get_indexes("ledger")})
                 plan = " ".join(str(row[-1]) for row in await conn.exec_driver_sql(

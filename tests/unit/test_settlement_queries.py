@@ -19,6 +19,7 @@ from services.settlement import books, queries
 from services.settlement.domain import (ArrangementContext, CareLine, Close, close_period, close_summarised,
                                         participating_days,
                                         routing_day_of, routing_days, summarise_care)
+from shared.migrations import migrate
 from shared.registry import RegistryCopy
 from shared.schemas import Arrangement, Municipality
 from tests.unit.service_books import service_books
@@ -203,8 +204,8 @@ async def test_upgrade_adds_and_fills_the_residences_of_books_made_before_they_e
                 "attributions, attributed_to, known_since_close, voided) VALUES "
                 "('r1', 'arr', 'focus', '2025-03-03', 60, 390000, '[[\"p1\",\"GM1507\"],[\"p0\",\"GM0984\"]]', "
                 "'listed', 0, 0)")
-        await books.upgrade(engine)
-        await books.upgrade(engine)  # idempotent
+        await migrate(engine, "services/settlement/migrations")  # the baseline fills them in
+        await migrate(engine, "services/settlement/migrations")  # idempotent
         async with engine.connect() as conn:
             residences = (await conn.exec_driver_sql("SELECT residences FROM care_lines")).scalars().all()
     finally:
