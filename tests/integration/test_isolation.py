@@ -167,6 +167,11 @@ EXPECT: dict[tuple[str, str], list[Case]] = {
                                                              "period_start": "2026-04-01", "period_end": "2026-04-30"},
                         subject=w.a.arrangement_id, unknown="no-such-arrangement"),
         COORDINATOR_ONLY, allowed_not_run=frozenset({"coordinator"}))],
+    ("GET", "/api/v1/deadletters"): [Case(lambda w: Probe("GET", "/deadletters"), COORDINATOR_ONLY,
+                                          allowed={"coordinator": 200})],
+    ("POST", "/api/v1/deadletters/{deadletter_id}/retry"): [Case(
+        lambda w: Probe("POST", "/deadletters/budget-999999/retry"), COORDINATOR_ONLY,
+        allowed={"coordinator": 404})],  # the coordinator may; this one does not exist
     ("GET", "/api/v1/statements"): [
         Case(lambda w: Probe("GET", f"/statements?municipality={X}", subject=X, unknown="GM9998"),
              refused(school_a=403, school_b=403, municipality_y=403),
