@@ -222,6 +222,16 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
+def _field_of(value: bytes, name: str) -> str | None:
+    """A top-level string field of a record, when the record is JSON enough to have it."""
+    try:
+        data = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    found = data.get(name) if isinstance(data, dict) else None
+    return found if isinstance(found, str) and len(found) <= 100 else None
+
+
 def _subject_of(value: bytes) -> str | None:
     """The registration id a record is about, when the record is JSON enough to say so."""
     try:
@@ -274,7 +284,8 @@ class StreamKernel(Generic[S]):
         self._parked_keys: set[str] = set()
         self._newly_parked: set[str] = set()
         self._parked_count = 0  # rows in parked_events as of the last commit that parked or released any
-        self._gaps: dict[TopicPartition, tuple[int, int]] = {}  # partition -> (position, times a fetch skipped it)
+        self._gaps: dict[TopicPartition, tuple[int, int]] = {}
+        self._lag_labels: set[tuple[str, str, str]] = set()  # partition -> (position, times a fetch skipped it)
         self._stopping = False
         self._last_kafka_commit = 0.0
         self.started = asyncio.Event()  # the consumer joined and has partitions positioned
@@ -605,7 +616,7 @@ class StreamKernel(Generic[S]):
                                                            t.c.status == "open"))).scalar_one_or_none()
         if existing is not None:  # the same record again (a republish after a broker reset): one dead letter
             return
-        event_id = d.event.event_id if d.event is not None else None
+        event_id = d.event.event_id if d.event is not None else _field_of(r.value, "event_id")
         result = await conn.execute(t.insert().values(
             topic=r.topic, partition=r.partition, offset=r.offset, epoch=self.epoch or "", key=r.key, value=r.value,
             value_sha256=digest, event_id=event_id, subject=_subject_of(r.value), reason=d.problem[:2000],
@@ -738,14 +749,18 @@ class StreamKernel(Generic[S]):
         consumer = self.consumer
         if consumer is None:
             return
-        CONSUMER_LAG.clear()
+        for labels in self._lag_labels:  # partitions move between workers: drop this kernel's old series
+            CONSUMER_LAG.remove(*labels)
+        self._lag_labels = set()
         for tp, position in list(self.positions.items()):
             try:
                 highwater = consumer.highwater(tp)
             except Exception:  # noqa: BLE001 - not fetched yet
                 highwater = None
             if highwater is not None:
-                CONSUMER_LAG.labels(self.name, tp.topic, str(tp.partition)).set(max(0, highwater - position.read_from))
+                labels = (self.name, tp.topic, str(tp.partition))
+                CONSUMER_LAG.labels(*labels).set(max(0, highwater - position.read_from))
+                self._lag_labels.add(labels)
 
     async def _hint_kafka_commit(self) -> None:
         """Commit the recorded positions to Kafka now and then: only for outside tools reading lag."""

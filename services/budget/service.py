@@ -33,7 +33,7 @@ from shared.kernel import Park, Subscription, UnitOfWork
 from shared.outbox import OutgoingEvent, enqueue
 from shared.registry import RegistryCopy
 from shared.schemas import Arrangement
-from shared.stream_metrics import EVENTS_PROCESSED, EVENTS_REJECTED, count
+from shared.stream_metrics import EVENTS_PROCESSED, count
 from shared.timeutil import today
 
 log = logging.getLogger("zorgpot.budget")
@@ -143,12 +143,9 @@ class BudgetService:
             count(EVENTS_PROCESSED, SERVICE, "duplicate")
             return None
         pot = self._pot(batch, event)
-        try:
-            apply_voided(pot.book, event, original=facts)
-        except ValueError as exc:  # a void must take out exactly what went in
-            log.error("void refused: %s", exc)
-            count(EVENTS_REJECTED, SERVICE, "void_mismatch")
-            return None
+        # A void must take out exactly what went in: a mismatch raises ValueError, and the kernel dead-letters
+        # the void (visible, retryable) rather than booking it or dropping it.
+        apply_voided(pot.book, event, original=facts)
         batch.ledger[event.registration_id] = (facts, True)
         batch.voided_ids.append(event.registration_id)
         count(EVENTS_PROCESSED, SERVICE, event.type)

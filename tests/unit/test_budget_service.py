@@ -114,18 +114,28 @@ async def test_redelivered_batch_changes_nothing(budget: Budget) -> None:
     assert applied == {"logged:a", "logged:b", "voided:a"}  # the kernel's table: each event id once
 
 
-async def test_mismatching_void_is_refused_but_recorded_as_applied(budget: Budget) -> None:
-    """A void that does not take out exactly what went in changes nothing. Since the kernel it is recorded in
-    applied_events like any handled event (the handler answers "done"), so a redelivery is a duplicate."""
+async def test_mismatching_void_is_dead_lettered_not_booked(budget: Budget) -> None:
+    """A void that does not take out exactly what went in (31 minutes against the 30 booked) changes nothing
+    and is not recorded as applied: the kernel dead-letters it (visible to the coordinator, retryable), where it
+    used to be logged and dropped."""
+    from aiokafka import TopicPartition
+
+    from shared.kernel import Record
+
     await budget.apply([logged("a", 30)])
     before = await budget.pot("arr")
-    assert await budget.apply([voided("a", 31)]) == set()
+    tp = TopicPartition(topics.CARE_LOGGED, 0)
+    budget.kernel.epoch = "e1"
+    await budget.kernel.load_positions([tp])
+    await budget.kernel.apply_records([Record(tp.topic, 0, 0, b"focus", voided("a", 31).to_bytes())])
     assert await budget.pot("arr") == before
     assert [(r.registration_id, r.voided) for r in await budget.rows(books.ledger)] == [("a", False)]
     applied = {r.event_id for r in await budget.rows(budget.kernel.tables.applied)}
-    assert applied == {"logged:a", "voided:a"}
-    assert await budget.rows(budget.kernel.tables.parked) == []  # refused, not parked
-    assert await budget.rows(budget.kernel.tables.deadletters) == []
+    assert applied == {"logged:a"}
+    dead = await budget.rows(budget.kernel.tables.deadletters)
+    assert [(d.event_id, d.subject, d.status) for d in dead] == [("voided:a", "a", "open")]
+    assert "ValueError" in dead[0].reason
+    assert budget.kernel.positions[tp].read_from == 1  # the stream goes on past it
 
 
 async def test_void_before_its_registration_is_parked_then_applied_right_after_it(budget: Budget) -> None:
