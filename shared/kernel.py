@@ -49,7 +49,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared import topics
-from shared.db import driver_value, insert_rows
+from shared.db import driver_value, insert_rows, select_where_in
 from shared.events import DeadLettered, Event, UnreadableEvent, read_event
 from shared.outbox import OutgoingEvent, enqueue
 from shared.stream_metrics import (BATCH_FAILURES, DEADLETTERS, EVENTS_PROCESSED, FENCED, PARKED, count,
@@ -495,8 +495,7 @@ class StreamKernel(Generic[S]):
         applied: set[str] = set()
         ids = list({item.event.event_id for item in items})
         if ids:
-            applied = set((await conn.execute(select(t.applied.c.event_id)
-                                              .where(t.applied.c.event_id.in_(ids)))).scalars())
+            applied = {row[0] for row in await select_where_in(conn, (t.applied.c.event_id,), t.applied.c.event_id, ids)}
         fresh: list[_Item] = []
         for item in items:
             if item.event.event_id in applied:

@@ -12,8 +12,10 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from kafka.partitioner.default import murmur2
 from prometheus_client import Counter, Gauge
 from sqlalchemy import Boolean, Column, Index, Integer, LargeBinary, MetaData, String, Table, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -168,6 +170,36 @@ class OutboxRelay:
                     await conn.execute(self.relay_state.insert().values(name="relay", epoch=epoch))
         self._epoch = epoch
 
+    async def _send_batches(self, rows: list) -> list[asyncio.Future]:  # noqa: ANN001
+        """Hand `rows` to the producer as one record batch per partition (the partition the default
+        partitioner would choose: murmur2 of the key; keyless rows by sequence number), in sequence order
+        within each partition. Sending record by record cost ~20 us of CPU each in aiokafka's `send`
+        (py-spy: 18% of the hours service), a batch append about a tenth of that. The futures resolve when the
+        broker acknowledged (acks=all)."""
+        producer = self._producer
+        assert producer is not None
+        futures: list[asyncio.Future] = []
+        open_batches: dict[tuple[str, int], Any] = {}
+        counts: dict[str, int] = {}
+        for row in rows:
+            if row.topic not in counts:
+                counts[row.topic] = len(await producer.partitions_for(row.topic))
+            n = counts[row.topic]
+            partition = ((murmur2(row.key) & 0x7FFFFFFF) % n) if row.key is not None else row.seq % n
+            batch = open_batches.get((row.topic, partition))
+            if batch is None:
+                batch = open_batches[(row.topic, partition)] = producer.create_batch()
+            if batch.append(key=row.key, value=row.value, timestamp=None) is None:  # full: send it, start anew
+                futures.append(await producer.send_batch(batch, row.topic, partition=partition))
+                batch = open_batches[(row.topic, partition)] = producer.create_batch()
+                if batch.append(key=row.key, value=row.value, timestamp=None) is None:
+                    # Larger than a whole batch (a big statement document): on its own, after what came before.
+                    futures.append(await producer.send(row.topic, value=row.value, key=row.key, partition=partition))
+        for (topic, partition), batch in open_batches.items():
+            if batch.record_count():
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
+        return futures
+
     async def _publish_some(self) -> int:
         async with self.engine.connect() as conn:
             rows = (await conn.execute(
@@ -183,8 +215,7 @@ class OutboxRelay:
                                         max_batch_size=256 * 1024, request_timeout_ms=10000)
             await producer.start()
             self._producer = producer
-        futures = [await self._producer.send(row.topic, value=row.value, key=row.key) for row in rows]
-        await asyncio.gather(*futures)
+        await asyncio.gather(*await self._send_batches(rows))
         seqs = [row.seq for row in rows]
         async with self.engine.begin() as conn:
             for start in range(0, len(seqs), 500):

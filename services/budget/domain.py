@@ -132,14 +132,15 @@ class LoggedFacts:
 
     def residence_minutes(self) -> dict[str, Fraction | int]:
         """The registration's minutes split equally over its attributions, per municipality, exact (an int
-        where the split is whole, which it is for the usual single pupil: Fractions cost ~1 us each)."""
-        out: dict[str, Fraction | int] = {}
-        if not self.residences:
-            return out
-        pupils = len(self.residences)
-        each = self.minutes if pupils == 1 else Fraction(self.minutes, pupils)
+        where the municipality's share is whole: Fractions cost ~1 us each)."""
+        pupils_per_code: dict[str, int] = {}
         for code in self.residences:
-            out[code] = out.get(code, 0) + each
+            pupils_per_code[code] = pupils_per_code.get(code, 0) + 1
+        pupils = len(self.residences)
+        out: dict[str, Fraction | int] = {}
+        for code, count in pupils_per_code.items():  # one division per municipality, not one per pupil
+            share, rest = divmod(self.minutes * count, pupils)
+            out[code] = share if rest == 0 else Fraction(self.minutes * count, pupils)
         return out
 
     def non_resident_minutes(self, shares: Mapping[str, Fraction | int] | None = None) -> Fraction | int:

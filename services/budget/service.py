@@ -27,7 +27,7 @@ from services.budget import books
 from services.budget.domain import (LoggedFacts, PotBook, apply_logged, apply_voided, crossed_alerts,
                                     pot_figures, reconciliation_cents, rearm_alerts, update_alerts)
 from shared import topics
-from shared.db import insert_dicts, readonly
+from shared.db import insert_dicts, readonly, select_where_in
 from shared.events import BudgetAlert, CareLogged, CareVoided, Event
 from shared.kernel import Park, Subscription, UnitOfWork
 from shared.outbox import OutgoingEvent, enqueue
@@ -95,9 +95,10 @@ class BudgetService:
 
     async def begin_batch(self, uow: UnitOfWork, events: list[CareLogged | CareVoided]) -> BudgetBatch:
         registration_ids = {e.registration_id for e in events}
-        rows = (await uow.conn.execute(select(books.ledger.c.registration_id, books.ledger.c.voided, books.ledger.c.facts)
-                                       .where(books.ledger.c.registration_id.in_(registration_ids)))).all()
-        ledger = {r.registration_id: (LoggedFacts.from_dict(orjson.loads(r.facts)), r.voided) for r in rows}
+        lg = books.ledger
+        rows = await select_where_in(uow.conn, (lg.c.registration_id, lg.c.voided, lg.c.facts), lg.c.registration_id,
+                                     registration_ids)
+        ledger = {r.registration_id: (LoggedFacts.from_dict(orjson.loads(r.facts)), bool(r.voided)) for r in rows}
         pots = await self._load_pots(uow.conn, {e.arrangement_id for e in events}, for_update=True)
         return BudgetBatch(uow, ledger, pots)
 

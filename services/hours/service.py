@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.hours import books
 from services.hours.domain import Accepted, assess
 from shared import topics
-from shared.db import insert_dicts
+from shared.db import insert_dicts, select_where_in
 from shared.events import CareLogged, CareVoided, Event, HoursRejected, HoursSubmitted, VoidRequested
 from shared.kernel import Park, Subscription, UnitOfWork
 from shared.money import cent_minutes_to_cents
@@ -76,8 +76,8 @@ class HoursService:
         ids = {e.registration.registration_id if isinstance(e, HoursSubmitted) else e.registration_id
                for e in events}
         r = books.registrations
-        rows = (await uow.conn.execute(select(r.c.registration_id, r.c.status, r.c.content_hash, r.c.event)
-                                       .where(r.c.registration_id.in_(ids)))).all()
+        rows = await select_where_in(uow.conn, (r.c.registration_id, r.c.status, r.c.content_hash, r.c.event),
+                                     r.c.registration_id, ids)
         return HoursBatch(uow, dt.datetime.now(dt.timezone.utc), {row.registration_id: dict(row._mapping) for row in rows})
 
     async def end_batch(self, uow: UnitOfWork, batch: HoursBatch) -> None:

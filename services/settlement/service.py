@@ -33,7 +33,7 @@ from services.settlement.domain import (PERIOD_KEYS, ArrangementContext, CareLin
                                         cumulative_cost_cent_minutes, education_applied_cents,
                                         find_identical_close, invariant_problems, net_cost_cents)
 from shared import topics
-from shared.db import insert_dicts, readonly
+from shared.db import insert_dicts, readonly, select_where_in
 from shared.events import CareLogged, CareVoided, Event, StatementIssued
 from shared.kernel import Park, Subscription, UnitOfWork
 from shared.money import cent_minutes_to_cents
@@ -105,9 +105,9 @@ class SettlementService:
     async def begin_batch(self, uow: UnitOfWork, events: list[CareLogged | CareVoided]) -> SettlementBatch:
         closes_made = await self._lock_arrangements(uow.conn, {e.arrangement_id for e in events})
         rids = list({e.registration_id for e in events})
-        known = {r.registration_id: r.voided for r in (await uow.conn.execute(
-            select(books.care_lines.c.registration_id, books.care_lines.c.voided)
-            .where(books.care_lines.c.registration_id.in_(rids)))).all()}
+        cl = books.care_lines
+        known = {r.registration_id: bool(r.voided)
+                 for r in await select_where_in(uow.conn, (cl.c.registration_id, cl.c.voided), cl.c.registration_id, rids)}
         return SettlementBatch(closes_made, known)
 
     async def end_batch(self, uow: UnitOfWork, batch: SettlementBatch) -> None:
