@@ -349,6 +349,14 @@ def period_problems(arrangement: Arrangement, history: Sequence[Close],
     return invalid + conflicts
 
 
+def refuse_unfinished(period_end: dt.date, issued_on: dt.date) -> None:
+    """A period is closed once it has ended: care for its last days can still be registered, and a statement
+    must not claim to cover it (SettlementError, HTTP 422)."""
+    if period_end > issued_on:
+        raise SettlementError(f"period_end {period_end.isoformat()} is after today ({issued_on.isoformat()}): "
+                              "a period can be closed once it has ended")
+
+
 def check_period(arrangement: Arrangement, history: Sequence[Close],
                  period_start: dt.date, period_end: dt.date) -> None:
     """Raise `PeriodAlreadyClosedError`, `SettlementError` or `PeriodConflictError` for a bad period."""
@@ -793,6 +801,7 @@ def close_period(context: ArrangementContext, lines: Iterable[CareLine], history
     that was never closed, and corrections for earlier periods (late registrations, late voids).
     """
     _check_history(context.arrangement_id, history)
+    refuse_unfinished(period_end, issued_on)
     check_period(context.arrangement, history, period_start, period_end)
     return _close(context, summarise_care(context, lines, history, period_end), history,
                   period_start, period_end, issued_on)
@@ -802,6 +811,7 @@ def close_summarised(context: ArrangementContext, care: CareSummary, history: Se
                      period_start: dt.date, period_end: dt.date, issued_on: dt.date) -> CloseResult:
     """`close_period` from the care lines' summary (`summarise_care`, or the database's equal sums)."""
     _check_history(context.arrangement_id, history)
+    refuse_unfinished(period_end, issued_on)
     check_period(context.arrangement, history, period_start, period_end)
     return _close(context, care, history, period_start, period_end, issued_on)
 

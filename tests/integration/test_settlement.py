@@ -157,6 +157,10 @@ def test_a_youth_share_splits_140000_euro_7812_to_6188(api: Api) -> None:
     assert overlap.status_code == 409 and "overlaps closed period 2025-01-01..2025-06-30" in overlap.json()["detail"]
     backwards = school.close(D(2025, 7, 31), D(2025, 7, 1))
     assert backwards.status_code == 422 and backwards.json()["detail"][0]["field"] == "period_end"
+    # A period that has not ended yet: care for its last days can still arrive, so no statement covers it.
+    tomorrow = dt.date.today() + dt.timedelta(days=1)
+    unfinished = school.close(D(2025, 7, 1), tomorrow)
+    assert unfinished.status_code == 422 and "after today" in unfinished.json()["detail"], unfinished.text
     assert api.post("/settlements/close", json={"arrangement_id": "no-such-arrangement", "period_start": "2025-01-01",
                                                 "period_end": "2025-01-31"}).status_code == 404
     assert api.post("/settlements/close", json={"arrangement_id": school.arrangement_id,

@@ -488,9 +488,9 @@ def test_period_validation() -> None:
         close_period(context, [], [], D(2024, 12, 1), D(2025, 1, 31), ISSUED)
     assert not isinstance(outside.value, PeriodConflictError)
     with pytest.raises(SettlementError, match="runs past the end"):
-        close_period(context, [], [], D(2025, 12, 1), D(2026, 1, 31), ISSUED)
+        close_period(context, [], [], D(2025, 12, 1), D(2026, 1, 31), D(2026, 2, 1))
     with pytest.raises(SettlementError, match="corrections only"):
-        close_period(context, [], [], D(2026, 1, 1), D(2026, 1, 31), ISSUED)
+        close_period(context, [], [], D(2026, 1, 1), D(2026, 1, 31), D(2026, 2, 1))
 
     first = close_period(context, [], [], D(2025, 2, 1), D(2025, 2, 28), ISSUED)
     history = [first.close]
@@ -523,13 +523,24 @@ def test_facts_after_the_final_close_are_settled_in_a_correction_period() -> Non
     first = close_period(context, lines, [], START, D(2025, 6, 30), ISSUED)
     second = close_period(context, lines, [first.close], D(2025, 7, 1), END, ISSUED)
     lines = [lines[0], lines[1].voided_at(2)]
-    final = close_period(context, lines, [first.close, second.close], D(2026, 1, 1), D(2026, 1, 31), ISSUED)
+    final = close_period(context, lines, [first.close, second.close], D(2026, 1, 1), D(2026, 1, 31), D(2026, 2, 2))
     statements = by_municipality(final.statements)
     assert {m: s["total_cents"] for m, s in statements.items()} == {ROERMOND: -7812, WEERT: -6188}
     assert all(l["kind"] == "correction" for s in final.statements for l in s["lines"])
     assert statements[WEERT]["lines"][0]["original_period_end"] == "2025-12-31"
     issued = sum(s["total_cents"] for r in (first, second, final) for s in r.statements)
     assert issued == 14_000 == net_cost_cents(context.arrangement, lines)
+
+
+def test_a_period_that_has_not_ended_is_not_closed() -> None:
+    """A statement must not claim to cover days whose care can still be registered: period_end after the issue
+    date is refused; ending on the issue date itself is allowed."""
+    context = venray_context("residence_hours")
+    lines = [care("r1", D(2025, 1, 10), 60, 6500, HORST)]
+    with pytest.raises(SettlementError, match="after today"):
+        close_period(context, lines, [], D(2025, 1, 1), D(2025, 1, 31), issued_on=D(2025, 1, 30))
+    made = close_period(context, lines, [], D(2025, 1, 1), D(2025, 1, 31), issued_on=D(2025, 1, 31))
+    assert sum(s["total_cents"] for s in made.statements) == 6500  # 60 min x EUR 65.00 / 60
 
 
 def test_inconsistent_inputs_are_refused() -> None:
