@@ -160,7 +160,9 @@ def test_a_youth_share_splits_140000_euro_7812_to_6188(api: Api) -> None:
     # A period that has not ended yet: care for its last days can still arrive, so no statement covers it.
     tomorrow = dt.date.today() + dt.timedelta(days=1)
     unfinished = school.close(D(2025, 7, 1), tomorrow)
-    assert unfinished.status_code == 422 and "after today" in unfinished.json()["detail"], unfinished.text
+    problem = unfinished.json()["detail"][0]
+    assert unfinished.status_code == 422 and problem["field"] == "period_end" and "after today" in problem["msg"], \
+        unfinished.text
     assert api.post("/settlements/close", json={"arrangement_id": "no-such-arrangement", "period_start": "2025-01-01",
                                                 "period_end": "2025-01-31"}).status_code == 404
     assert api.post("/settlements/close", json={"arrangement_id": school.arrangement_id,
