@@ -90,7 +90,7 @@ async def stream_kernel(bootstrap: str, topic: str, count: int) -> None:
 
     from shared.db import create_tables, make_engine
     from shared.kafka import consumer_timeouts
-    from shared.kernel import StreamKernel, kernel_tables
+    from shared.kernel import StreamKernel, freeze_startup_objects, kernel_tables, tune_gc_for_batches
     from shared.outbox import outbox_tables
 
     settings = get_settings()
@@ -100,6 +100,8 @@ async def stream_kernel(bootstrap: str, topic: str, count: int) -> None:
     engine = make_engine(f"sqlite+aiosqlite:///{tempfile.mkdtemp()}/floor.db")
     await create_tables(engine, metadata)
     process = _NothingProcess(topic)
+    tune_gc_for_batches()  # as the services' workers do (shared/streams.py)
+    freeze_startup_objects()
     kernel = StreamKernel(process, engine, tables, outbox, bootstrap=bootstrap,
                           group_id=f"zorgpot-floor-{os.getpid()}", batch_max=settings.batch_max,
                           fetch_wait_ms=fetch_wait_ms(settings), consumer_options=consumer_timeouts(settings))

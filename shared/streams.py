@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import time
@@ -25,7 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db import make_engine
 from shared.kafka import EpochWatch, consumer_timeouts, create_topics, fetch_wait_ms
-from shared.kernel import KernelTables, Process, StreamKernel, kernel_tables
+from shared.kernel import (KernelTables, Process, StreamKernel, freeze_startup_objects, kernel_tables,
+                           tune_gc_for_batches)
 from shared.migrations import migrate
 from shared.outbox import OutboxRelay, outbox_tables
 from shared.registry import RegistryCopy, RegistryFollower, RegistryStore, registry_table
@@ -33,13 +33,6 @@ from shared.settings import Settings, configure_logging, get_settings
 
 log = logging.getLogger("zorgpot.streams")
 
-# Python's cyclic garbage collector runs a generation-0 pass every 700 allocations by default; a batch of 1,000
-# events allocates hundreds of thousands of objects (pydantic models, rows), and each pass also walks what the
-# worker keeps alive (registry copy, SQLAlchemy metadata). Measured with the kernel and no-op handlers
-# (docs/performance.md): 55 -> 41 us of CPU per event with this threshold, 36 with the start-up objects frozen
-# out of collection as well. Memory is still reclaimed: reference counting frees almost everything at once,
-# and the collector still runs, 30 times less often.
-GC_THRESHOLDS = (20_000, 20, 50)
 EXIT_BROKER_EPOCH_CHANGED = 75  # the supervisor (or compose's restart policy) starts us again
 EPOCH_CHECK_TIMEOUT_S = 10.0  # an epoch check that takes longer is abandoned and tried again
 
@@ -105,7 +98,7 @@ def make_runtime(name: str, metadata: MetaData, migrations: str, settings: Setti
     """The service's Faust app, database (migrated by the Alembic scripts in `migrations`), outbox relay and
     registry copy. `metadata` gains the outbox, registry and kernel tables."""
     settings = settings or get_settings()
-    gc.set_threshold(*GC_THRESHOLDS)
+    tune_gc_for_batches()
     bootstrap = settings.bootstrap()
     faust_dir = settings.data_dir / "faust"
     faust_dir.mkdir(parents=True, exist_ok=True)
@@ -144,8 +137,7 @@ def _install_common(rt: ServiceRuntime) -> None:
     async def _start_books() -> None:
         await migrate(rt.engine, rt.migrations)
         await rt.registry_store.load()
-        gc.collect()
-        gc.freeze()  # what start-up made lives as long as the worker: never walk it again (GC_THRESHOLDS)
+        freeze_startup_objects()
         rt.books_ready.set()
         app.loop.create_task(follower.run())
         app.loop.create_task(rt.relay.run())
