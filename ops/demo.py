@@ -141,5 +141,13 @@ def seed(base_url: str, token: str, first_year: int | None = None) -> dict[str, 
             for ref, pupil in school.pupils.items():
                 put(f"/schools/{school.school_id}/pupils/{ref}", pupil)
             put(f"/arrangements/{school.arrangement_id}", school.arrangement)
+            # The installments already due were paid on their due date: recorded as payments (idempotent ids).
+            for number, installment in enumerate(school.arrangement.get("installments", []), start=1):
+                if dt.date.fromisoformat(installment["due"]) <= dt.date.today():
+                    reply = api.post(f"/arrangements/{school.arrangement_id}/payments", json={
+                        "payment_id": f"{school.arrangement_id}-installment-{number}", "date": installment["due"],
+                        "amount_cents": installment["amount_cents"], "reference": f"installment {number}"})
+                    if reply.status_code not in (200, 201):
+                        raise RuntimeError(f"seeding a payment failed: {reply.status_code} {reply.text}")
     focus = schools[0]
     return {"school": focus.school_id, "group": focus.groups[0].group_id, "arrangement": focus.arrangement_id}

@@ -164,6 +164,22 @@ class StatementIssued(Event):
     statement: dict[str, Any]
 
 
+# --- arrangement.payments (gateway -> budget) ---------------------------------------------------------
+
+class PaymentRecorded(Event):
+    """A payment actually made to a pot's payee, recorded by the coordinator (design.md section 10). The
+    gateway is the source; `event_id` is `payment:<payment_id>`."""
+
+    type: Literal["payment.recorded"] = "payment.recorded"
+    payment_id: str
+    arrangement_id: str
+    school_id: str
+    date: dt.date
+    amount_cents: int
+    reference: str | None = None
+    recorded_at: dt.datetime
+
+
 # --- zorgpot.deadletter ----------------------------------------------------------------------------
 
 class DeadLettered(Event):
@@ -184,7 +200,7 @@ class DeadLettered(Event):
 
 AnyEvent = Annotated[
     Union[RegistryChanged, HoursSubmitted, VoidRequested, CareLogged, CareVoided, HoursRejected,
-          BudgetAlert, StatementIssued, DeadLettered],
+          BudgetAlert, StatementIssued, PaymentRecorded, DeadLettered],
     Field(discriminator="type"),
 ]
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(AnyEvent)

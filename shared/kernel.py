@@ -433,11 +433,12 @@ class StreamKernel(Generic[S]):
                     if self.consumer is not None:
                         self.consumer.seek(tp, position.read_from)
                     continue
-                # The broker no longer has those offsets (deleted by retention: fact topics keep everything,
-                # so this is a misconfigured topic). Nothing can bring them back; say so loudly and go on.
-                log.error("%s: %s:%d has no records %d..%d any more (the broker starts at %d): check the topic's "
-                          "retention", self.name, tp.topic, tp.partition, position.read_from, record.offset - 1,
-                          record.offset)
+                # Those offsets hold no record this consumer can see: a transaction marker, offsets a broker
+                # skipped, or records deleted by retention (fact topics keep everything, so that would be a
+                # misconfigured topic). Seeking again cannot bring them; say so and go on.
+                log.error("%s: %s:%d has no readable records at offsets %d..%d (transaction markers, skipped "
+                          "offsets or retention); going on at %d", self.name, tp.topic, tp.partition,
+                          position.read_from, record.offset - 1, record.offset)
             started.add(tp)
             keep.append(record)
         return keep

@@ -233,6 +233,21 @@ def content_hash_of(registration_doc: dict) -> str:
     return hashlib.sha256(orjson.dumps(registration_doc, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
+class PaymentRequest(Model):
+    """A payment actually made to a pot's payee (POST /arrangements/{id}/payments, design.md section 10).
+    `payment_id` is the idempotency key: the same id with the same content is a no-op, with other content a
+    conflict. The date must lie in one of the arrangement's budget years and not in the future (checked by
+    the gateway against the arrangement)."""
+
+    payment_id: str = Field(min_length=1, max_length=64, pattern=REGISTRATION_ID.pattern)
+    date: dt.date
+    amount_cents: int = Field(ge=1, strict=True, description="euro cents paid, a positive whole number")
+    reference: str | None = Field(default=None, min_length=1, max_length=200)
+
+    def content_hash(self) -> str:
+        return hashlib.sha256(orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
 class VoidRequest(Model):
     reason: str = Field(min_length=1, max_length=500)
 

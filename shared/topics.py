@@ -21,6 +21,7 @@ CARE_LOGGED = "care.logged"       # hours -> budget, settlement: accepted care a
 HOURS_REJECTED = "hours.rejected"  # hours -> (gateway views, audit): rejections with reasons, key school_id
 BUDGET_ALERTS = "budget.alerts"   # budget -> anyone: threshold crossings, key arrangement_id
 STATEMENTS = "settlement.statements"  # settlement -> anyone: issued statements, key municipality code
+PAYMENTS = "arrangement.payments"  # gateway -> budget: payments actually made to a pot's payee, key arrangement_id
 DEADLETTER = "zorgpot.deadletter"  # stream services -> operators: records that could not be applied
 EPOCH = "zorgpot.epoch"           # one record at offset 0 naming the broker's life; see shared/kafka.py
 
@@ -33,6 +34,7 @@ ALL: tuple[TopicSpec, ...] = (
     TopicSpec(HOURS_REJECTED, PARTITIONS, True),
     TopicSpec(BUDGET_ALERTS, PARTITIONS, True),
     TopicSpec(STATEMENTS, PARTITIONS, True),
+    TopicSpec(PAYMENTS, PARTITIONS, True),
     TopicSpec(DEADLETTER, 1, True),
     TopicSpec(EPOCH, 1, True),
 )

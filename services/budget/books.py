@@ -8,7 +8,7 @@ reconciliation can sum the ledger in SQL, independently of the books.
 """
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Column, Index, Integer, LargeBinary, MetaData, String, Table
+from sqlalchemy import Boolean, Column, Date, Index, Integer, LargeBinary, MetaData, String, Table
 
 metadata = MetaData()
 
@@ -33,3 +33,12 @@ ledger = Table(
 # pot of 228,000 registrations, and it runs on the service's event loop (docs/budget.md).
 live_cost_index = Index("ix_ledger_arrangement_live_cost", ledger.c.arrangement_id, ledger.c.voided,
                         ledger.c.cost_cent_minutes)
+
+# Payments actually made to each pot's payee (payment.recorded, from the gateway): paid and true-up figures.
+payments = Table(
+    "payments", metadata,
+    Column("payment_id", String(64), primary_key=True),
+    Column("arrangement_id", String(64), nullable=False, index=True),
+    Column("date", Date, nullable=False),
+    Column("amount_cents", Integer, nullable=False),
+)

@@ -39,7 +39,7 @@ from shared.money import (
 )
 from shared.schemas import Arrangement
 
-BOOK_FORMAT_VERSION = 1
+BOOK_FORMAT_VERSION = 2  # 2: spent and minutes per calendar month (budget and school years)
 UNSPECIFIED_FUNDING = "unspecified"
 DEFAULT_THRESHOLDS = (0.8, 1.0)
 
@@ -127,6 +127,10 @@ class LoggedFacts:
         return iso_week(self.date)
 
     @property
+    def month(self) -> str:
+        return f"{self.date.year:04d}-{self.date.month:02d}"
+
+    @property
     def funding_key(self) -> str:
         return self.funding or UNSPECIFIED_FUNDING
 
@@ -198,6 +202,10 @@ class PotBook:
     non_resident_minutes: Fraction = Fraction(0)
     unattributed_minutes: int = 0
     spent_cent_minutes_by_week: dict[str, int] = field(default_factory=dict)
+    # Per calendar month ("2026-01"): both the budget year (January) and the school year (August) start on a
+    # month's first day, so every year figure is a sum of whole months (by_budget_year, by_school_year).
+    spent_cent_minutes_by_month: dict[str, int] = field(default_factory=dict)
+    minutes_by_month: dict[str, int] = field(default_factory=dict)
     alerted_levels: set[float] = field(default_factory=set)
     host_municipality: str | None = None
 
@@ -228,6 +236,8 @@ class PotBook:
             "non_resident_minutes": _frac_to_str(self.non_resident_minutes),
             "unattributed_minutes": self.unattributed_minutes,
             "spent_cent_minutes_by_week": dict(sorted(self.spent_cent_minutes_by_week.items())),
+            "spent_cent_minutes_by_month": dict(sorted(self.spent_cent_minutes_by_month.items())),
+            "minutes_by_month": dict(sorted(self.minutes_by_month.items())),
             "alerted_levels": sorted(self.alerted_levels),
             "host_municipality": self.host_municipality,
         }
@@ -254,6 +264,10 @@ class PotBook:
             spent_cent_minutes_by_week={
                 str(k): int(v) for k, v in data.get("spent_cent_minutes_by_week", {}).items()
             },
+            spent_cent_minutes_by_month={
+                str(k): int(v) for k, v in data.get("spent_cent_minutes_by_month", {}).items()
+            },
+            minutes_by_month={str(k): int(v) for k, v in data.get("minutes_by_month", {}).items()},
             alerted_levels={float(x) for x in data.get("alerted_levels", [])},
             host_municipality=data.get("host_municipality"),
         )
@@ -274,6 +288,8 @@ def apply_facts(book: PotBook, facts: LoggedFacts, sign: int = 1) -> PotBook:
     _add(book.cent_minutes_by_category, facts.task_category, sign * facts.cost_cent_minutes)
     _add(book.minutes_by_funding, facts.funding_key, sign * facts.minutes)
     _add(book.spent_cent_minutes_by_week, facts.week, sign * facts.cost_cent_minutes)
+    _add(book.spent_cent_minutes_by_month, facts.month, sign * facts.cost_cent_minutes)
+    _add(book.minutes_by_month, facts.month, sign * facts.minutes)
     if facts.residences:
         shares = facts.residence_minutes()
         for code, minutes in shares.items():
@@ -437,6 +453,85 @@ def _straight_line_cents(cap_cents: int, start: dt.date, end: dt.date, day: dt.d
     return round_half_up(cap_cents * elapsed_fraction(start, end, day))
 
 
+@dataclass(frozen=True)
+class Payment:
+    """A payment actually made to the payee for a pot (recorded by the coordinator: payment.recorded)."""
+
+    payment_id: str
+    date: dt.date
+    amount_cents: int
+
+
+def school_year_of(month: str) -> str:
+    """The school year (1 August - 31 July) a "YYYY-MM" month falls in, as "2025/2026"."""
+    year, number = int(month[:4]), int(month[5:7])
+    first = year if number >= 8 else year - 1
+    return f"{first}/{first + 1}"
+
+
+def _month(day: dt.date) -> str:
+    return f"{day.year:04d}-{day.month:02d}"
+
+
+def _rounded_per_period(per_month: Mapping[str, int], period_of: Any, periods: Sequence[Any],
+                        divisor: int) -> dict[Any, int]:
+    """Exact amounts per month (in 1/`divisor` cents) summed per period, each period's figure the difference
+    of the rounded running total at its end and at the previous period's end: the periods add up exactly to
+    the rounded total (the same rule as statements, docs/budget.md). Every one of `periods` gets a figure."""
+    exact: dict[Any, int] = {period: 0 for period in periods}
+    for month, amount in per_month.items():
+        exact[period_of(month)] = exact.get(period_of(month), 0) + amount
+    out: dict[Any, int] = {}
+    running, shown_before = 0, 0
+    for period in sorted(exact):  # years (ints) and school years ("2025/2026") sort in time order
+        running += exact[period]
+        shown = round_half_up(Fraction(running, divisor))
+        out[period] = shown - shown_before
+        shown_before = shown
+    return out
+
+
+def year_figures(arrangement: Arrangement, book: PotBook, payments: Sequence[Payment]
+                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(by_budget_year, by_school_year) for every calendar year and school year the arrangement touches
+    (design.md section 10). Cents as integers; each year's spent (and individual equivalent) from the rounded
+    running total, so the years add up to the pot's spent_cents (and individual_equivalent_cents)."""
+    years = list(range(arrangement.start.year, arrangement.end.year + 1))
+    spent = _rounded_per_period(book.spent_cent_minutes_by_month, lambda m: int(m[:4]), years, CENT_MINUTES_PER_CENT)
+    minutes: dict[int, int] = {}
+    for month, value in book.minutes_by_month.items():
+        minutes[int(month[:4])] = minutes.get(int(month[:4]), 0) + value
+    rate = arrangement.individual_rate_cents
+    equivalent = None
+    if rate is not None:
+        equivalent = _rounded_per_period({m: v * rate for m, v in book.minutes_by_month.items()},
+                                         lambda m: int(m[:4]), years, CENT_MINUTES_PER_CENT)
+    by_budget_year = []
+    for year in sorted(spent):
+        row: dict[str, Any] = {
+            "year": year,
+            "planned_cents": sum(i.amount_cents for i in arrangement.installments if i.due.year == year),
+            "spent_cents": spent[year],
+            "minutes": minutes.get(year, 0),
+            "paid_cents": sum(p.amount_cents for p in payments if p.date.year == year),
+        }
+        if equivalent is not None:
+            row["individual_equivalent_cents"] = equivalent[year]
+            row["savings_cents"] = equivalent[year] - spent[year]
+        by_budget_year.append(row)
+
+    first, last = school_year_of(_month(arrangement.start)), school_year_of(_month(arrangement.end))
+    school_years = [f"{y}/{y + 1}" for y in range(int(first[:4]), int(last[:4]) + 1)]
+    spent_sy = _rounded_per_period(book.spent_cent_minutes_by_month, school_year_of, school_years,
+                                   CENT_MINUTES_PER_CENT)
+    minutes_sy: dict[str, int] = {}
+    for month, value in book.minutes_by_month.items():
+        minutes_sy[school_year_of(month)] = minutes_sy.get(school_year_of(month), 0) + value
+    by_school_year = [{"school_year": sy, "spent_cents": spent_sy[sy], "minutes": minutes_sy.get(sy, 0)}
+                      for sy in spent_sy]
+    return by_budget_year, by_school_year
+
+
 def weekly_series(arrangement: Arrangement, book: PotBook, today: dt.date) -> list[dict[str, Any]]:
     """One row per ISO week from the start's week to the end's week (plus any week with bookings outside).
 
@@ -470,8 +565,12 @@ def weekly_series(arrangement: Arrangement, book: PotBook, today: dt.date) -> li
     return rows
 
 
-def pot_figures(arrangement: Arrangement, book: PotBook, today: dt.date) -> dict[str, Any]:
+def pot_figures(arrangement: Arrangement, book: PotBook, today: dt.date,
+                payments: Sequence[Payment] = ()) -> dict[str, Any]:
     """The section-6 figures of one pot, JSON-able (dates as ISO strings, dict keys as strings).
+
+    Paid figures come from the payments actually recorded (design.md section 10), not from due dates: an
+    installment counts as paid when the payments together cover it and every installment due before it.
 
     Every cent figure is rounded once from the exact amount, except the ones defined as differences of
     shown figures so that the display adds up: remaining = cap - spent, savings = individual equivalent
@@ -504,10 +603,12 @@ def pot_figures(arrangement: Arrangement, book: PotBook, today: dt.date) -> dict
     )
 
     installments = []
-    paid_cents = 0
+    paid_cents = sum(p.amount_cents for p in payments)
+    planned_so_far = 0
     next_installment = None
     for inst in sorted(arrangement.installments, key=lambda i: i.due):
-        paid = inst.due <= today
+        planned_so_far += inst.amount_cents
+        paid = planned_so_far <= paid_cents
         row = {
             "due": inst.due.isoformat(),
             "amount_cents": inst.amount_cents,
@@ -515,12 +616,12 @@ def pot_figures(arrangement: Arrangement, book: PotBook, today: dt.date) -> dict
             "paid": paid,
         }
         installments.append(row)
-        if paid:
-            paid_cents += inst.amount_cents
-        elif next_installment is None:
+        if not paid and next_installment is None:
             next_installment = row
     true_up = spent - paid_cents
     true_up_capped = min(spent, cap) - paid_cents
+
+    by_budget_year, by_school_year = year_figures(arrangement, book, payments)
 
     spent_by_category = (
         largest_remainder(spent, book.cent_minutes_by_category) if book.cent_minutes_by_category else {}
@@ -562,6 +663,8 @@ def pot_figures(arrangement: Arrangement, book: PotBook, today: dt.date) -> dict
         "installments": installments,
         "installments_paid_cents": paid_cents,
         "installments_paid_display": euro(paid_cents),
+        "paid_cents": paid_cents,
+        "payments": len(payments),
         "next_installment": next_installment,
         "true_up_cents": true_up,
         "true_up_display": euro(true_up),
@@ -574,4 +677,6 @@ def pot_figures(arrangement: Arrangement, book: PotBook, today: dt.date) -> dict
         "spent_cents_by_task_category": {str(k): v for k, v in sorted(spent_by_category.items())},
         "minutes_by_funding": dict(sorted(book.minutes_by_funding.items())),
         "weekly": weekly_series(arrangement, book, today),
+        "by_budget_year": by_budget_year,
+        "by_school_year": by_school_year,
     }

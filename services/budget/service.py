@@ -24,11 +24,11 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.budget import books
-from services.budget.domain import (LoggedFacts, PotBook, apply_logged, apply_voided, crossed_alerts,
+from services.budget.domain import (LoggedFacts, Payment, PotBook, apply_logged, apply_voided, crossed_alerts,
                                     pot_figures, reconciliation_cents, rearm_alerts, update_alerts)
 from shared import topics
 from shared.db import insert_dicts, readonly, select_where_in
-from shared.events import BudgetAlert, CareLogged, CareVoided, Event
+from shared.events import BudgetAlert, CareLogged, CareVoided, Event, PaymentRecorded
 from shared.kernel import Park, Subscription, UnitOfWork
 from shared.outbox import OutgoingEvent, enqueue
 from shared.registry import RegistryCopy
@@ -60,6 +60,8 @@ class BudgetBatch:
     pots: dict[str, Pot]
     new_ledger: list[dict[str, Any]] = field(default_factory=list)
     voided_ids: list[str] = field(default_factory=list)
+    new_payments: list[dict[str, Any]] = field(default_factory=list)
+    paid: set[str] = field(default_factory=set)  # arrangements with a new payment (figures, not the book)
     changed: set[str] = field(default_factory=set)
 
 
@@ -85,16 +87,19 @@ class BudgetService:
         self.wake_relay = wake_relay
         self.clock = clock
         self.on_changed = on_changed
-        self.subscriptions = [Subscription(
-            topics.CARE_LOGGED, handlers={CareLogged: self._logged, CareVoided: self._voided},
-            provides={CareLogged: lambda e: e.registration_id})]
+        self.subscriptions = [
+            Subscription(topics.CARE_LOGGED, handlers={CareLogged: self._logged, CareVoided: self._voided},
+                         provides={CareLogged: lambda e: e.registration_id}),
+            Subscription(topics.PAYMENTS, handlers={PaymentRecorded: self._payment}),
+        ]
 
     # -- the kernel's hooks -----------------------------------------------------------------------------
     async def ready_for(self, events: list[Event]) -> None:
         pass
 
-    async def begin_batch(self, uow: UnitOfWork, events: list[CareLogged | CareVoided]) -> BudgetBatch:
-        registration_ids = {e.registration_id for e in events}
+    async def begin_batch(self, uow: UnitOfWork, events: list[CareLogged | CareVoided | PaymentRecorded]
+                          ) -> BudgetBatch:
+        registration_ids = {e.registration_id for e in events if not isinstance(e, PaymentRecorded)}
         lg = books.ledger
         rows = await select_where_in(uow.conn, (lg.c.registration_id, lg.c.voided, lg.c.facts), lg.c.registration_id,
                                      registration_ids)
@@ -108,11 +113,13 @@ class BudgetService:
         if batch.voided_ids:
             await uow.conn.execute(update(books.ledger).where(books.ledger.c.registration_id.in_(batch.voided_ids))
                                    .values(voided=True))
+        if batch.new_payments:
+            await insert_dicts(uow.conn, books.payments, batch.new_payments)
         await self._store_pots(uow.conn, [batch.pots[a] for a in sorted(batch.changed)])
 
     def after_commit(self, batch: BudgetBatch) -> None:
-        if batch.changed:
-            self.on_changed(batch.changed)
+        if batch.changed or batch.paid:
+            self.on_changed(batch.changed | batch.paid)
 
     def _pot(self, batch: BudgetBatch, event: CareLogged | CareVoided) -> Pot:
         pot = batch.pots.get(event.arrangement_id)
@@ -152,6 +159,14 @@ class BudgetService:
         count(EVENTS_PROCESSED, SERVICE, event.type)
         self._booked(batch, pot, event.voided_at)
         return None
+
+    def _payment(self, batch: BudgetBatch, event: PaymentRecorded) -> None:
+        """A payment made to the pot's payee: kept for the paid and true-up figures (the gateway refuses a
+        reused payment id with other content, and the kernel drops a repeated event id)."""
+        batch.new_payments.append({"payment_id": event.payment_id, "arrangement_id": event.arrangement_id,
+                                   "date": event.date, "amount_cents": event.amount_cents})
+        batch.paid.add(event.arrangement_id)
+        count(EVENTS_PROCESSED, SERVICE, event.type)
 
     def _booked(self, batch: BudgetBatch, pot: Pot, when: dt.datetime) -> None:
         batch.changed.add(pot.arrangement_id)
@@ -224,10 +239,11 @@ class BudgetService:
                 pot.stored = True
 
     # -- reading --------------------------------------------------------------------------------------
-    def figures(self, arrangement_id: str, arrangement: Arrangement, book: PotBook) -> dict[str, Any]:
+    def figures(self, arrangement_id: str, arrangement: Arrangement, book: PotBook,
+                payments: Iterable[Payment] = ()) -> dict[str, Any]:
         """The domain's pot figures plus who the pot belongs to."""
         school = self.registry.schools.get(arrangement.school_id)
-        figures = pot_figures(arrangement, book, self.clock())
+        figures = pot_figures(arrangement, book, self.clock(), list(payments))
         if figures["host_municipality"] is None and school is not None:
             figures["host_municipality"] = school.municipality  # nothing booked yet: the school's host
         return {"arrangement_id": arrangement_id, "school_id": arrangement.school_id,
@@ -245,8 +261,14 @@ class BudgetService:
             return []
         async with self.read_engine.connect() as conn:
             stored = await self._load_pots(conn, wanted)
-        return [self.figures(aid, self.registry.arrangements[aid], stored[aid].book if aid in stored else PotBook())
-                for aid in wanted]
+            paid: dict[str, list[Payment]] = {}
+            p = books.payments
+            for row in (await conn.execute(select(p.c.arrangement_id, p.c.payment_id, p.c.date, p.c.amount_cents)
+                                           .where(p.c.arrangement_id.in_(wanted))
+                                           .order_by(p.c.date, p.c.payment_id))).all():
+                paid.setdefault(row.arrangement_id, []).append(Payment(row.payment_id, row.date, row.amount_cents))
+        return [self.figures(aid, self.registry.arrangements[aid], stored[aid].book if aid in stored else PotBook(),
+                             paid.get(aid, ())) for aid in wanted]
 
     async def pot(self, arrangement_id: str) -> dict[str, Any] | None:
         found = await self.pots(arrangement_ids={arrangement_id})

@@ -2,7 +2,7 @@
 ledger of received registrations, and the outbox to Kafka."""
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Column, DateTime, Integer, LargeBinary, MetaData, String, Table, Text
+from sqlalchemy import Boolean, Column, Date, DateTime, Integer, LargeBinary, MetaData, String, Table, Text
 
 from shared.outbox import outbox_tables
 
@@ -69,6 +69,19 @@ deliveries = Table(
     Column("claimed_until", DateTime(timezone=True), nullable=True),  # lease: one gateway instance sends it
     Column("delivered_at", DateTime(timezone=True), nullable=True),
     Column("delivered_to", Text, nullable=True),
+)
+
+# Payments actually made to a pot's payee (design.md section 10): the gateway is their source; each is
+# published as payment.recorded on arrangement.payments with the same transaction (outbox).
+payments = Table(
+    "payments", metadata,
+    Column("payment_id", String(64), primary_key=True),
+    Column("arrangement_id", String(64), nullable=False, index=True),
+    Column("date", Date, nullable=False),
+    Column("amount_cents", Integer, nullable=False),
+    Column("reference", String(200), nullable=True),
+    Column("content_hash", String(64), nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
 )
 
 outbox, relay_state = outbox_tables(metadata)

@@ -37,7 +37,7 @@ class Invalid(Exception):
         self.message = message
 
 
-async def _doc(conn: AsyncConnection, kind: str, key: str) -> dict[str, Any] | None:
+async def registry_doc(conn: AsyncConnection, kind: str, key: str) -> dict[str, Any] | None:
     row = (await conn.execute(select(books.registry_entities.c.doc)
                               .where(books.registry_entities.c.kind == kind, books.registry_entities.c.key == key))
            ).first()
@@ -55,7 +55,7 @@ class RegistryWriter:
 
     async def get(self, kind: str, key: str) -> dict[str, Any] | None:
         async with self.engine.connect() as conn:
-            return await _doc(conn, kind, key)
+            return await registry_doc(conn, kind, key)
 
     async def put(self, kind: str, key: str, doc: dict[str, Any], school_id: str | None = None) -> int:
         """Store the full new state and publish it; returns the registry version."""
@@ -63,7 +63,7 @@ class RegistryWriter:
             await self._check_references(conn, kind, key, doc)
             version = await self._bump(conn)
             payload = orjson.dumps(doc)
-            existing = await _doc(conn, kind, key)
+            existing = await registry_doc(conn, kind, key)
             if existing is None:
                 await conn.execute(books.registry_entities.insert().values(
                     kind=kind, key=key, school_id=school_id, version=version, doc=payload))
@@ -85,32 +85,32 @@ class RegistryWriter:
 
     async def _check_references(self, conn: AsyncConnection, kind: str, key: str, doc: dict[str, Any]) -> None:
         if kind == "school":
-            if await _doc(conn, "municipality", doc["municipality"]) is None:
+            if await registry_doc(conn, "municipality", doc["municipality"]) is None:
                 raise Invalid("municipality", f"municipality {doc['municipality']} is not registered; "
                                               "PUT /municipalities/{code} first")
         elif kind in ("group", "pupil"):
             school_id = key.split("/", 1)[0]
-            if await _doc(conn, "school", school_id) is None:
+            if await registry_doc(conn, "school", school_id) is None:
                 raise NotFound(f"school {school_id!r} is not registered")
-            if kind == "pupil" and await _doc(conn, "group", f"{school_id}/{doc['group_id']}") is None:
+            if kind == "pupil" and await registry_doc(conn, "group", f"{school_id}/{doc['group_id']}") is None:
                 raise Invalid("group_id", f"group {doc['group_id']!r} is not registered for school {school_id!r}")
         elif kind == "arrangement":
             await self._check_arrangement(conn, key, Arrangement.model_validate(doc))
 
     async def _check_arrangement(self, conn: AsyncConnection, arrangement_id: str, arr: Arrangement) -> None:
-        if await _doc(conn, "school", arr.school_id) is None:
+        if await registry_doc(conn, "school", arr.school_id) is None:
             raise Invalid("school_id", f"school {arr.school_id!r} is not registered")
         for group_id in arr.group_ids:
-            if await _doc(conn, "group", f"{arr.school_id}/{group_id}") is None:
+            if await registry_doc(conn, "group", f"{arr.school_id}/{group_id}") is None:
                 raise Invalid("group_ids", f"group {group_id!r} is not registered for school {arr.school_id!r}")
         policy = arr.settlement
         for code in (policy.municipalities or []) + list((policy.shares or {}).keys()):
-            municipality = await _doc(conn, "municipality", code)
+            municipality = await registry_doc(conn, "municipality", code)
             if municipality is None:
                 raise Invalid("settlement", f"municipality {code} is not registered")
             if policy.key == "youth_share" and municipality.get("youth_population") is None:
                 raise Invalid("settlement", f"key youth_share needs youth_population of municipality {code}")
-        previous = await _doc(conn, "arrangement", arrangement_id)
+        previous = await registry_doc(conn, "arrangement", arrangement_id)
         if previous is not None and previous["school_id"] != arr.school_id:
             raise Conflict(f"arrangement {arrangement_id!r} belongs to school {previous['school_id']!r}; "
                            "an arrangement cannot move to another school")

@@ -167,6 +167,15 @@ EXPECT: dict[tuple[str, str], list[Case]] = {
                                                              "period_start": "2026-04-01", "period_end": "2026-04-30"},
                         subject=w.a.arrangement_id, unknown="no-such-arrangement"),
         COORDINATOR_ONLY, allowed_not_run=frozenset({"coordinator"}))],
+    ("POST", "/api/v1/arrangements/{arrangement_id}/payments"): [Case(
+        lambda w: Probe("POST", f"/arrangements/{w.a.arrangement_id}/payments",
+                        {"payment_id": "iso-pay-1", "date": "2025-10-01", "amount_cents": 100},
+                        subject=w.a.arrangement_id, unknown="no-such-arrangement"),
+        COORDINATOR_ONLY, allowed_not_run=frozenset({"coordinator"}))],  # would change the pot's paid figures
+    ("GET", "/api/v1/arrangements/{arrangement_id}/payments"): [Case(
+        lambda w: Probe("GET", f"/arrangements/{w.a.arrangement_id}/payments", subject=w.a.arrangement_id,
+                        unknown="no-such-arrangement"),
+        SCHOOL_RECORDS, allowed={"coordinator": 200, "school_a": 200})],
     ("GET", "/api/v1/deadletters"): [Case(lambda w: Probe("GET", "/deadletters"), COORDINATOR_ONLY,
                                           allowed={"coordinator": 200})],
     ("POST", "/api/v1/deadletters/{deadletter_id}/retry"): [Case(

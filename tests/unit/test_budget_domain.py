@@ -19,6 +19,7 @@ from services.budget.domain import (
     elapsed_fraction,
     exceeded_threshold,
     iso_week,
+    Payment,
     pot_figures,
     rearm_alerts,
     rebuild_book,
@@ -132,38 +133,121 @@ def test_venray_cap_individual_equivalent_and_savings():
     assert fig["forecast_cents"] == 16_380_000
 
 
-def test_venray_installments_and_true_up():
+def test_venray_installments_paid_from_recorded_payments_not_due_dates():
+    """Design.md section 10: installments stay the plan; what is paid comes from payments actually recorded.
+    A due date passing pays nothing."""
     arr = arrangement(installments=[
         {"due": dt.date(2026, 2, 1), "amount_cents": 11_960_000},
         {"due": dt.date(2025, 9, 1), "amount_cents": 4_420_000},
     ])
     book = book_of(logged("a", 600, day=dt.date(2025, 9, 2)))  # 10 h = EUR 650.00
-    fig = pot_figures(arr, book, dt.date(2025, 10, 1))
-    assert [i["paid"] for i in fig["installments"]] == [True, False]  # sorted by due date
-    assert fig["installments_paid_cents"] == 4_420_000
+    fig = pot_figures(arr, book, dt.date(2026, 3, 1))  # both due dates passed, nothing recorded
+    assert [i["paid"] for i in fig["installments"]] == [False, False]  # sorted by due date
+    assert (fig["installments_paid_cents"], fig["paid_cents"]) == (0, 0)
+    assert fig["next_installment"]["due"] == "2025-09-01"
+    assert fig["true_up_cents"] == 65_000  # spent minus nothing paid
+    first = Payment("p-2025", dt.date(2025, 9, 3), 4_420_000)
+    fig = pot_figures(arr, book, dt.date(2025, 10, 1), payments=[first])
+    assert [i["paid"] for i in fig["installments"]] == [True, False]
+    assert fig["installments_paid_cents"] == fig["paid_cents"] == 4_420_000
     assert fig["next_installment"]["due"] == "2026-02-01"
     assert fig["next_installment"]["amount_display"] == "EUR 119,600.00"
     assert fig["true_up_cents"] == 65_000 - 4_420_000
     assert fig["true_up_display"] == "-EUR 43,550.00"
-    # Due date itself counts as paid.
-    fig = pot_figures(arr, book, dt.date(2026, 2, 1))
-    assert fig["installments_paid_cents"] == 16_380_000
-    assert fig["next_installment"] is None
-    assert fig["true_up_cents"] == 65_000 - 16_380_000
-    # Before any due date nothing is paid; the true-up is what was spent.
-    fig = pot_figures(arr, book, dt.date(2025, 8, 31))
-    assert fig["installments_paid_cents"] == 0
-    assert fig["true_up_cents"] == 65_000
+    # A payment short of the second installment does not mark it paid: 4,420,000 + 11,000,000 < 16,380,000.
+    short = Payment("p-2026", dt.date(2026, 2, 2), 11_000_000)
+    fig = pot_figures(arr, book, dt.date(2026, 3, 1), payments=[first, short])
+    assert [i["paid"] for i in fig["installments"]] == [True, False]
+    assert fig["paid_cents"] == 15_420_000 and fig["true_up_cents"] == 65_000 - 15_420_000
 
 
 def test_true_up_capped_when_overspent():
     arr = arrangement(cap_cents=10_000, installments=[{"due": START, "amount_cents": 6_000}])
     book = book_of(logged("a", 120))  # EUR 130.00 > cap EUR 100.00
-    fig = pot_figures(arr, book, START)
+    fig = pot_figures(arr, book, START, payments=[Payment("p1", START, 6_000)])
     assert fig["remaining_cents"] == -3_000
     assert fig["remaining_display"] == "-EUR 30.00"
     assert fig["true_up_cents"] == 13_000 - 6_000
     assert fig["true_up_capped_cents"] == 10_000 - 6_000
+
+
+# --- budget years and school years (design.md section 10) -------------------------------------------
+
+def venray_weeks(year_weeks: list[tuple[int, str, int]]) -> list[CareLogged]:
+    """40 h of care a week (2,400 minutes, one registration on the Monday) for (year, group, weeks) blocks;
+    weeks counted from the first Monday of September (2025) or of January (2026)."""
+    events = []
+    for year, group, weeks in year_weeks:
+        monday = dt.date(2025, 9, 1) if year == 2025 else dt.date(2026, 1, 5)
+        for week in range(weeks):
+            day = monday + dt.timedelta(weeks=week)
+            events.append(logged(f"{group}-{day.isoformat()}", 2400, day=day))
+    return events
+
+
+def test_venray_case_g_spent_equivalent_and_savings_per_budget_year():
+    """Design.md case (g), EUR 65.00/h, individual rate EUR 96.64/h: group 2 40 h a week in 17 school weeks of
+    2025, and groups 1 and 2 40 h a week in 23 school weeks of 2026 each.
+    2025: 17 x 40 h = 680 h; x 65.00 = 44,200.00; x 96.64 = 65,715.20; savings 21,515.20.
+    2026: 2 x 23 x 40 h = 1,840 h; x 65.00 = 119,600.00; x 96.64 = 177,817.60; savings 58,217.60."""
+    arr = arrangement(start=dt.date(2025, 8, 1), end=dt.date(2026, 7, 31), cap_cents=16_380_000,
+                      rates=[{"from": dt.date(2025, 8, 1), "hourly_rate_cents": 6500}], individual_rate_cents=9664,
+                      installments=[{"due": dt.date(2025, 9, 1), "amount_cents": 4_420_000},
+                                    {"due": dt.date(2026, 2, 1), "amount_cents": 11_960_000}])
+    book = book_of(*venray_weeks([(2025, "g2", 17), (2026, "g1", 23), (2026, "g2", 23)]))
+    payments = [Payment("v-2025", dt.date(2025, 9, 1), 4_420_000), Payment("v-2026", dt.date(2026, 2, 1), 11_960_000)]
+    fig = pot_figures(arr, book, dt.date(2026, 7, 31), payments=payments)
+    assert fig["by_budget_year"] == [
+        {"year": 2025, "planned_cents": 4_420_000, "spent_cents": 4_420_000, "minutes": 680 * 60,
+         "paid_cents": 4_420_000, "individual_equivalent_cents": 6_571_520, "savings_cents": 2_151_520},
+        {"year": 2026, "planned_cents": 11_960_000, "spent_cents": 11_960_000, "minutes": 1840 * 60,
+         "paid_cents": 11_960_000, "individual_equivalent_cents": 17_781_760, "savings_cents": 5_821_760},
+    ]
+    # One school year, 2025/2026: everything (44,200.00 + 119,600.00 = 163,800.00; 2,520 h).
+    assert fig["by_school_year"] == [{"school_year": "2025/2026", "spent_cents": 16_380_000, "minutes": 2520 * 60}]
+    assert fig["spent_cents"] == 16_380_000 and fig["paid_cents"] == 16_380_000
+
+
+def test_years_add_up_to_spent_by_the_running_total():
+    """One minute at EUR 65.00/h is 108.33.. cents. One minute on 31 Dec 2025 and one on 1 Jan 2026: rounded
+    separately 108 + 108 = 216, but spent is 216.67 -> 217. By the running total: 2025 shows R(108.33) = 108,
+    2026 shows R(216.67) - 108 = 109; 108 + 109 = 217 = spent_cents. The same across school years:
+    31 Jul 2026 / 1 Aug 2026 splits 2025/2026 and 2026/2027."""
+    arr = arrangement(start=dt.date(2025, 8, 1), end=dt.date(2026, 12, 31),
+                      rates=[{"from": dt.date(2025, 8, 1), "hourly_rate_cents": RATE}])
+    book = book_of(logged("a", 1, day=dt.date(2025, 12, 31)), logged("b", 1, day=dt.date(2026, 1, 1)),
+                   logged("c", 1, day=dt.date(2026, 7, 31)), logged("d", 1, day=dt.date(2026, 8, 1)))
+    fig = pot_figures(arr, book, dt.date(2026, 12, 31))
+    years = {row["year"]: row["spent_cents"] for row in fig["by_budget_year"]}
+    # 2025: R(108.33) = 108; 2026: R(433.33) - 108 = 433 - 108 = 325.
+    assert years == {2025: 108, 2026: 325} and sum(years.values()) == fig["spent_cents"] == 433
+    school = {row["school_year"]: (row["spent_cents"], row["minutes"]) for row in fig["by_school_year"]}
+    # 2025/2026 holds a, b, c: R(325.00) = 325; 2026/2027 holds d: R(433.33) - 325 = 108.
+    assert school == {"2025/2026": (325, 3), "2026/2027": (108, 1)}
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 700), st.integers(1, 720)), min_size=0, max_size=40))
+def test_budget_and_school_years_always_add_up_to_spent(days_and_minutes):
+    arr = arrangement(start=dt.date(2025, 1, 1), end=dt.date(2026, 12, 31), individual_rate_cents=9664,
+                      rates=[{"from": dt.date(2025, 1, 1), "hourly_rate_cents": RATE}])
+    book = book_of(*(logged(f"r{i}", minutes, day=dt.date(2025, 1, 1) + dt.timedelta(days=day))
+                     for i, (day, minutes) in enumerate(days_and_minutes)))
+    fig = pot_figures(arr, book, dt.date(2026, 12, 31))
+    assert [row["year"] for row in fig["by_budget_year"]] == [2025, 2026]
+    assert sum(row["spent_cents"] for row in fig["by_budget_year"]) == fig["spent_cents"]
+    assert sum(row["minutes"] for row in fig["by_budget_year"]) == fig["minutes"]
+    assert sum(row["individual_equivalent_cents"] for row in fig["by_budget_year"]) == \
+        fig["individual_equivalent_cents"]
+    assert sum(row["spent_cents"] for row in fig["by_school_year"]) == fig["spent_cents"]
+    assert [row["school_year"] for row in fig["by_school_year"]] == ["2024/2025", "2025/2026", "2026/2027"]
+
+
+def test_a_voided_registration_leaves_no_month_behind():
+    event = logged("a", 90, day=dt.date(2026, 3, 4))
+    book = book_of(event)
+    apply_voided(book, voided(event), original=LoggedFacts.from_event(event))
+    assert book.spent_cent_minutes_by_month == {} and book.minutes_by_month == {}
 
 
 # --- rounding once ---------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from alembic.script import ScriptDirectory
 import pytest
 from aiokafka import TopicPartition
 from prometheus_client import REGISTRY
@@ -26,7 +27,7 @@ from shared.db import make_engine
 from shared.events import (SCHEMA_VERSION, Attribution, CareLogged, CareVoided, DeadLettered, HoursSubmitted,
                            UnreadableEvent, parse_event, read_event)
 from shared.kernel import Park, Position, Record, StreamKernel, Subscription, UnitOfWork
-from shared.migrations import migrate
+from shared.migrations import alembic_config, migrate
 from shared.registry import RegistryCopy
 from tests.unit.service_books import migrated_books, offline_kernel
 
@@ -549,7 +550,8 @@ async def test_migrating_twice_changes_nothing(tmp_path: Path) -> None:
         await migrate(engine, "services/budget/migrations")
         assert await schema(engine) == before
         async with engine.connect() as conn:
-            assert (await conn.exec_driver_sql("SELECT version_num FROM alembic_version")).scalars().all() == ["0002"]
+            head = ScriptDirectory.from_config(alembic_config("services/budget/migrations")).get_current_head()
+            assert (await conn.exec_driver_sql("SELECT version_num FROM alembic_version")).scalars().all() == [head]
         assert await applied_ids(kernel) == {"logged:a"}
         assert [r.registration_id for r in await rows(engine, budget_books.ledger)] == ["a"]
     finally:
@@ -587,8 +589,9 @@ async def test_a_budget_book_from_before_alembic_migrates_to_head_keeping_its_ro
         async with engine.begin() as conn:
             for ddl in PRE_ALEMBIC_BUDGET:
                 await conn.exec_driver_sql(ddl)
-            await conn.exec_driver_sql("INSERT INTO pots VALUES ('arr', 'focus', ?, 0)",
-                                       (orjson.dumps(book.to_dict()),))
+            old_book = {k: v for k, v in book.to_dict().items() if not k.endswith("_by_month")}
+            old_book["format"] = 1  # books before budget years had no month totals
+            await conn.exec_driver_sql("INSERT INTO pots VALUES ('arr', 'focus', ?, 0)", (orjson.dumps(old_book),))
             await conn.exec_driver_sql("INSERT INTO ledger VALUES ('a', 'arr', 195000, 0, ?)",
                                        (orjson.dumps(facts.to_dict()),))
             await conn.exec_driver_sql("INSERT INTO applied_events VALUES ('logged:a', 'care.logged', "
@@ -613,6 +616,13 @@ async def test_a_budget_book_from_before_alembic_migrates_to_head_keeping_its_ro
                 "EXPLAIN QUERY PLAN SELECT arrangement_id, count(*), sum(cost_cent_minutes) FROM ledger "
                 "WHERE voided = 0 AND arrangement_id IN ('a') GROUP BY arrangement_id"))
         assert "COVERING INDEX ix_ledger_arrangement_live_cost" in plan
+        async with engine.connect() as conn:
+            migrated = orjson.loads((await conn.exec_driver_sql("SELECT book FROM pots")).scalar())
+        # Format 2, with the month totals rebuilt from the ledger: a's 30 minutes and 195,000 cent-minutes in
+        # the month of its care date.
+        month = facts.date.isoformat()[:7]
+        assert (migrated["format"], migrated["minutes_by_month"], migrated["spent_cent_minutes_by_month"]) == \
+            (2, {month: 30}, {month: 195_000})
 
         # The migrated book works under the kernel: the old applied id still deduplicates, a void reverses a.
         service = BudgetService(engine, RegistryCopy(), None, lambda: None)
