@@ -236,7 +236,12 @@ def test_venray_worked_case_cap_savings_and_one_alert_per_crossing(api: Api) -> 
     assert sum(r["minutes"] for r in regs) == 151_200
     for start in range(0, 315, 50):
         assert post_batch(api, regs[start:start + 50])["accepted"] == len(regs[start:start + 50])
-    pot = wait_pot(api, region.arrangement_id, lambda p: p["registrations"] == 315)
+    # The installments are the plan; what counts as paid is what the coordinator records (design.md section 10).
+    for payment_id, day, cents in ((f"ven-{tag}-p1", "2025-09-01", 4_420_000), (f"ven-{tag}-p2", "2026-02-01", 11_960_000)):
+        reply = api.post(f"/arrangements/{region.arrangement_id}/payments",
+                         json={"payment_id": payment_id, "date": day, "amount_cents": cents})
+        assert reply.status_code == 201, reply.text
+    pot = wait_pot(api, region.arrangement_id, lambda p: p["registrations"] == 315 and p["payments"] == 2)
     assert (pot["cap_cents"], pot["spent_cents"], pot["remaining_cents"]) == (16_380_000, 16_380_000, 0)
     assert pot["minutes"] == 151_200
     assert pot["individual_equivalent_cents"] == 24_353_280
