@@ -301,8 +301,8 @@ class StreamKernel(Generic[S]):
         self._parked_keys: set[str] = set()
         self._newly_parked: set[str] = set()
         self._parked_count = 0  # rows in parked_events as of the last commit that parked or released any
-        self._gaps: dict[TopicPartition, tuple[int, int]] = {}
-        self._lag_labels: set[tuple[str, str, str]] = set()  # partition -> (position, times a fetch skipped it)
+        self._gaps: dict[TopicPartition, tuple[int, int]] = {}  # partition -> (position, times a fetch skipped it)
+        self._lag_labels: set[tuple[str, str, str]] = set()  # the lag series this kernel published
         self._stopping = False
         self._last_kafka_commit = 0.0
         self.started = asyncio.Event()  # the consumer joined and has partitions positioned

@@ -34,7 +34,8 @@ from shared.settings import Settings, configure_logging, get_settings
 log = logging.getLogger("zorgpot.streams")
 
 EXIT_BROKER_EPOCH_CHANGED = 75  # the supervisor (or compose's restart policy) starts us again
-EPOCH_CHECK_TIMEOUT_S = 10.0  # an epoch check that takes longer is abandoned and tried again
+EPOCH_CHECK_TIMEOUT_S = 10.0
+KERNEL_STOP_TIMEOUT_S = 30.0  # a batch still not committed by then is rolled back (and applied again later)  # an epoch check that takes longer is abandoned and tried again
 
 
 class KernelBoot(faust.App.BootStrategy):
@@ -90,6 +91,15 @@ class ServiceRuntime:
         async def _consume() -> None:
             await self.books_ready.wait()
             await kernel.run()
+
+        @self.app.on_before_shutdown.connect
+        async def _finish_batch(app: faust.App, **kwargs: Any) -> None:  # noqa: ARG001
+            # SIGTERM: let the batch being applied commit and leave the group at once (the others take over
+            # its partitions without waiting for a session timeout); Faust cancels the tasks after this.
+            try:
+                await asyncio.wait_for(kernel.stop(), KERNEL_STOP_TIMEOUT_S)
+            except (asyncio.TimeoutError, Exception) as exc:  # noqa: BLE001 - shutting down regardless
+                log.warning("%s: the kernel did not stop cleanly: %r", self.name, exc)
 
         return process
 
