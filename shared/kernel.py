@@ -239,29 +239,21 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
-def _field_of(value: bytes, name: str) -> str | None:
-    """A top-level string field of a record, when the record is JSON enough to have it."""
+def _identity_of(value: bytes) -> tuple[str | None, str | None]:
+    """(event id, registration id) of a record, as far as the record is JSON enough to say."""
     try:
         data = orjson.loads(value)
     except orjson.JSONDecodeError:
-        return None
-    found = data.get(name) if isinstance(data, dict) else None
-    return found if isinstance(found, str) and len(found) <= 100 else None
-
-
-def _subject_of(value: bytes) -> str | None:
-    """The registration id a record is about, when the record is JSON enough to say so."""
-    try:
-        data = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return None
+        return None, None
     if not isinstance(data, dict):
-        return None
-    for holder in (data, data.get("registration") if isinstance(data.get("registration"), dict) else {}):
-        rid = holder.get("registration_id")
-        if isinstance(rid, str) and len(rid) <= 200:
-            return rid
-    return None
+        return None, None
+
+    def text(holder: Any, name: str, longest: int) -> str | None:
+        found = holder.get(name) if isinstance(holder, dict) else None
+        return found if isinstance(found, str) and len(found) <= longest else None
+
+    return (text(data, "event_id", 100),
+            text(data, "registration_id", 200) or text(data.get("registration"), "registration_id", 200))
 
 
 class StreamKernel(Generic[S]):
@@ -305,7 +297,6 @@ class StreamKernel(Generic[S]):
         self._lag_labels: set[tuple[str, str, str]] = set()  # the lag series this kernel published
         self._stopping = False
         self._last_kafka_commit = 0.0
-        self.started = asyncio.Event()  # the consumer joined and has partitions positioned
 
     # -- lifecycle ------------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -366,7 +357,6 @@ class StreamKernel(Generic[S]):
             if self.consumer is not None:
                 for tp in assigned:
                     self.consumer.seek(tp, self.positions[tp].read_from)
-        self.started.set()
         log.info("%s: assigned %s", self.name,
                  ", ".join(f"{tp.topic}:{tp.partition}@{self.positions[tp].read_from}" for tp in assigned) or "nothing")
 
@@ -633,16 +623,18 @@ class StreamKernel(Generic[S]):
                                                            t.c.status == "open"))).scalar_one_or_none()
         if existing is not None:  # the same record again (a republish after a broker reset): one dead letter
             return
-        event_id = d.event.event_id if d.event is not None else _field_of(r.value, "event_id")
+        event_id, subject = _identity_of(r.value)
+        if d.event is not None:
+            event_id = d.event.event_id
         result = await conn.execute(t.insert().values(
             topic=r.topic, partition=r.partition, offset=r.offset, epoch=self.epoch or "", key=r.key, value=r.value,
-            value_sha256=digest, event_id=event_id, subject=_subject_of(r.value), reason=d.problem[:2000],
+            value_sha256=digest, event_id=event_id, subject=subject, reason=d.problem[:2000],
             status="open", attempts=1, created_at=now))
         deadletter_id = f"{self.name}-{result.inserted_primary_key[0]}"
         uow.emit(topics.DEADLETTER, self.name.encode(), DeadLettered(
             event_id=f"deadletter:{deadletter_id}", deadletter_id=deadletter_id, service=self.name,
             source_topic=r.topic, partition=r.partition, offset=r.offset, reason=d.problem[:2000],
-            subject=_subject_of(r.value), value=r.value.decode("utf-8", "replace")[:100_000],
+            subject=subject, value=r.value.decode("utf-8", "replace")[:100_000],
             dead_lettered_at=now).to_bytes())
         count(DEADLETTERS, self.name, r.topic)
 
@@ -676,18 +668,22 @@ class StreamKernel(Generic[S]):
         """Apply `events` in one unit of work as if consumed from `topic`, but with no position: for the
         service-layer tests and tools that feed a service without Kafka. Returns the batch state (None when
         every event was applied before)."""
-        items = [_Item(e, topic, Record(topic, -1, -1, None, e.to_bytes())) for e in events]
         async with self.in_flight:
-            if items:
-                await self.process.ready_for(events)
-            now = dt.datetime.now(dt.timezone.utc)
-            with counted_on_commit():
-                async with self.engine.begin() as conn:
-                    uow = UnitOfWork(conn)
-                    state = await self._apply_events(uow, items, now)
-                    await enqueue(conn, self.outbox, uow.outgoing)
-            self._committed([], uow, state)
-            return state
+            return await self._apply_unpositioned(
+                [_Item(e, topic, Record(topic, -1, -1, None, e.to_bytes())) for e in events])
+
+    async def _apply_unpositioned(self, items: list["_Item"]) -> Any:
+        """One unit of work for `items` that moves no position (caller holds `in_flight`); the batch state."""
+        if items:
+            await self.process.ready_for([item.event for item in items])
+        now = dt.datetime.now(dt.timezone.utc)
+        with counted_on_commit():
+            async with self.engine.begin() as conn:
+                uow = UnitOfWork(conn)
+                state = await self._apply_events(uow, items, now)
+                await enqueue(conn, self.outbox, uow.outgoing)
+        self._committed([], uow, state)
+        return state
 
     # -- dead letters ---------------------------------------------------------------------------------
     async def deadletters(self, status: str | None = None) -> list[dict[str, Any]]:
@@ -750,15 +746,7 @@ class StreamKernel(Generic[S]):
         decoded = self._decode(record)
         if decoded.event is None:
             return decoded.problem
-        item = _Item(decoded.event, record.topic, record)
-        await self.process.ready_for([item.event])
-        now = dt.datetime.now(dt.timezone.utc)
-        with counted_on_commit():
-            async with self.engine.begin() as conn:
-                uow = UnitOfWork(conn)
-                state = await self._apply_events(uow, [item], now)
-                await enqueue(conn, self.outbox, uow.outgoing)
-        self._committed([], uow, state)
+        await self._apply_unpositioned([_Item(decoded.event, record.topic, record)])
         return None
 
     # -- lag ------------------------------------------------------------------------------------------
