@@ -352,7 +352,7 @@ class StreamKernel(Generic[S]):
     async def on_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         assigned = list(assigned)
         async with self.in_flight:
-            await self.load_positions(assigned)
+            await self.load_positions(assigned, check_epoch=True)
             await self._load_parked_keys()
             if self.consumer is not None:
                 for tp in assigned:
@@ -360,8 +360,20 @@ class StreamKernel(Generic[S]):
         log.info("%s: assigned %s", self.name,
                  ", ".join(f"{tp.topic}:{tp.partition}@{self.positions[tp].read_from}" for tp in assigned) or "nothing")
 
-    async def load_positions(self, assigned: list[TopicPartition]) -> None:
-        """Read the recorded positions; a position of an older broker epoch is not reused (read from 0)."""
+    async def load_positions(self, assigned: list[TopicPartition], *, check_epoch: bool = False) -> None:
+        """Read the recorded positions; a position of an older broker epoch is not reused (read from 0).
+
+        `check_epoch` (on every assignment) reads the broker's epoch afresh first: a restarted broker makes the
+        group rejoin, and this is where its new epoch must be noticed, whatever the worker's watchdog saw. When
+        the epoch cannot be read, no recorded position is trusted: every partition is read from 0 (applied
+        events are deduplicated), which is slow but never skips."""
+        trusted = True
+        if check_epoch and self._current_epoch is not None:
+            try:
+                self.epoch = await self._current_epoch()
+            except Exception as exc:  # noqa: BLE001 - broker unreachable: distrust the positions instead
+                log.warning("%s: broker epoch unreadable on assignment (%r): reading from 0", self.name, exc)
+                trusted = False
         p = self.tables.positions
         async with self.engine.connect() as conn:
             rows = {(r.topic, r.partition): r for r in (await conn.execute(
@@ -371,7 +383,7 @@ class StreamKernel(Generic[S]):
             row = rows.get((tp.topic, tp.partition))
             if row is None:
                 self.positions[tp] = Position(None, None, 0)
-            elif row.epoch == self.epoch:
+            elif row.epoch == self.epoch and trusted:
                 self.positions[tp] = Position(row.epoch, row.next_offset, row.next_offset)
             else:
                 log.warning("%s: %s:%d was recorded at %d under broker epoch %s; the broker is now %s: "
