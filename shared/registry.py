@@ -22,8 +22,10 @@ from shared import topics
 from shared.events import RegistryChanged, UnreadableEvent, read_event
 from shared.kafka import reconnecting, stop_quietly
 from shared.reference import ReferenceData
+from shared.stream_metrics import REGISTRY_GAPS
 
 log = logging.getLogger("zorgpot.registry")
+GAP_RETRY_S = 0.5  # between reads from the start while the gateway republishes after a broker restart
 
 
 def registry_table(metadata: MetaData) -> Table:
@@ -34,6 +36,14 @@ def registry_table(metadata: MetaData) -> Table:
         Column("version", Integer, nullable=False),
         Column("doc", LargeBinary, nullable=False),
     )
+
+
+class GapInRegistry(Exception):
+    """A registry record skips versions: the copy must not jump past what it never saw."""
+
+    def __init__(self, have: int, got: int) -> None:
+        super().__init__(f"registry copy at version {have} was offered version {got}: versions in between missing")
+        self.have, self.got = have, got
 
 
 class RegistryCopy(ReferenceData):
@@ -75,10 +85,26 @@ class RegistryStore:
         log.info("registry copy loaded at version %d (%d documents)", self.copy.version, len(rows))
 
     async def apply_events(self, events: list[RegistryChanged]) -> int:
-        fresh = [e for e in events if e.version > self.copy.version]
+        """Apply the versions that follow on from the copy's, in order; stop at a gap.
+
+        Returns how many were applied; `GapInRegistry` when a version is missing before the newest given (the
+        caller then reads the topic again from its start; the gateway publishes every version, so a gap means
+        this reader skipped records, e.g. a consumer that carried an old offset across a broker restart).
+        """
+        fresh = []
+        expected = self.copy.version + 1
+        for e in sorted((e for e in events if e.version > self.copy.version), key=lambda e: e.version):
+            if e.version < expected:  # the same version twice in one read (a republished outbox)
+                continue
+            if e.version > expected:
+                break
+            fresh.append(e)
+            expected += 1
+        gap = any(e.version >= expected for e in events)
         if not fresh:
+            if gap:
+                raise GapInRegistry(self.copy.version, min(e.version for e in events if e.version >= expected))
             return 0
-        fresh.sort(key=lambda e: e.version)
         newest = {(e.kind, e.key): e for e in fresh}  # the table keeps one document per key: the newest
         # In key order: two workers applying overlapping batches then lock the rows in the same order. In
         # version order a worker two batches ahead of another could lock them crosswise (PostgreSQL:
@@ -96,6 +122,8 @@ class RegistryStore:
         for e in fresh:
             self.copy.apply(e.kind, e.key, e.doc, e.version)
         await self.copy.notify()
+        if gap:
+            raise GapInRegistry(self.copy.version, min(e.version for e in events if e.version >= expected))
         return len(fresh)
 
 
@@ -132,7 +160,15 @@ class RegistryFollower:
                     if isinstance(event, RegistryChanged):
                         events.append(event)
                 if events:
-                    await self.store.apply_events(events)
+                    try:
+                        await self.store.apply_events(events)
+                    except GapInRegistry as gap:
+                        # Read again from the start: the broker may have forgotten everything and the gateway
+                        # be republishing its outbox from version 1 behind this consumer's old offset.
+                        log.warning("%s; reading registry.changes again from offset 0", gap)
+                        REGISTRY_GAPS.inc()
+                        await asyncio.sleep(GAP_RETRY_S)
+                        consumer.seek(tp, 0)
         finally:
             await stop_quietly(consumer.stop())
 

@@ -24,6 +24,9 @@ DEADLETTERS = Counter("zorgpot_deadletters_total",
 FENCED = Counter("zorgpot_fenced_batches_total",
                  "Batches whose commit found the partition's recorded position moved by another worker: "
                  "rolled back, nothing applied", ["service"])
+REGISTRY_GAPS = Counter("zorgpot_registry_gaps_total",
+                        "Times a service's registry follower was offered a version beyond the next one and read "
+                        "registry.changes again from its start (expected after a broker that forgot everything)")
 PARKED = Gauge("zorgpot_parked_events", "Events kept until what they refer to arrives (a void before its "
                "registration)", ["service"])
 
