@@ -114,6 +114,9 @@ class CareLogged(Event):
     attributed_to: Literal["listed", "enrolled"]
     attributions: list[Attribution]
     accepted_at: dt.datetime
+    # The framework funder the arrangement routes this care's funding law to (settlement.frameworks); None:
+    # the municipalities pay it by the key. Resolved by the hours service so settlement only consumes facts.
+    funder: str | None = None
 
 
 class CareVoided(Event):
@@ -156,12 +159,14 @@ class BudgetAlert(Event):
 class StatementIssued(Event):
     type: Literal["statement.issued"] = "statement.issued"
     statement_id: str
-    municipality: str
+    municipality: str | None  # None: a statement to a funder other than a municipality
     arrangement_id: str
     period_start: dt.date
     period_end: dt.date
     total_cents: int
     statement: dict[str, Any]
+    funder: str | None = None  # municipality code or funder id (absent in statements issued before funders)
+    funder_kind: str = "municipality"
 
 
 # --- arrangement.payments (gateway -> budget) ---------------------------------------------------------
@@ -268,3 +273,4 @@ def submission_event_id(registration_id: str) -> str:
 
 def void_event_id(registration_id: str) -> str:
     return f"void:{registration_id}"
+

@@ -9,7 +9,7 @@ import datetime as dt
 from collections import defaultdict
 from typing import Any
 
-from shared.schemas import Arrangement, Group, Municipality, Pupil, School
+from shared.schemas import Arrangement, Funder, Group, Municipality, Pupil, School
 
 
 class ReferenceData:
@@ -23,6 +23,7 @@ class ReferenceData:
         self.pupils: dict[tuple[str, str], Pupil] = {}
         self.pupils_by_group: dict[tuple[str, str], set[str]] = defaultdict(set)
         self.arrangements: dict[str, Arrangement] = {}
+        self.funders: dict[str, Funder] = {}
         self.arrangements_by_group: dict[tuple[str, str], set[str]] = defaultdict(set)
         # (school, group, day) -> ((pupil_ref, residence or None), ...); cleared on every change.
         self._enrolled_memo: dict[tuple[str, str, dt.date], tuple[tuple[str, str | None], ...]] = {}
@@ -54,6 +55,8 @@ class ReferenceData:
             self.arrangements[key] = arrangement
             for g in arrangement.group_ids:
                 self.arrangements_by_group[(arrangement.school_id, g)].add(key)
+        elif kind == "funder":
+            self.funders[key] = Funder.model_validate(doc)
         else:
             raise ValueError(f"unknown registry kind {kind!r}")
         self.version = max(self.version, version)

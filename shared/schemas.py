@@ -30,6 +30,11 @@ TASK_CATEGORIES = {
     11: "other care work",
 }
 FUNDING_SOURCES = ("jeugdwet", "wlz", "zvw", "wmo", "education")
+# Laws an arrangement may route to a funder (`settlement.frameworks`); care under them goes in full to it.
+FRAMEWORK_LAWS = ("wlz", "zvw", "education", "wmo")
+# Laws whose care the municipalities pay by the key when no framework routes it (design.md section 9).
+MUNICIPAL_LAWS = ("jeugdwet", "wmo")
+FUNDER_KINDS = ("wlz_office", "health_insurer", "school_partnership", "school_board", "subsidy_fund", "other")
 SETTLEMENT_KEYS = ("residence_hours", "residence_pupils", "youth_share", "fixed_shares", "host_pays")
 
 SlugId = Annotated[str, Field(pattern=SLUG_ID.pattern, min_length=1, max_length=64)]
@@ -121,17 +126,53 @@ class Installment(Model):
     amount_cents: int = Field(ge=0)
 
 
+class Funder(Model):
+    """A party other than a municipality that receives statements (design.md section 9)."""
+
+    name: str = Field(min_length=1, max_length=200)
+    kind: Literal["wlz_office", "health_insurer", "school_partnership", "school_board", "subsidy_fund", "other"]
+    code: str | None = Field(default=None, min_length=1, max_length=40)  # e.g. an AGB or UZOVI code
+
+
+class Contribution(Model):
+    """A fixed amount a funder pays towards the cost the municipalities would otherwise pay (the waterfall)."""
+
+    funder: SlugId
+    amount_cents: int = Field(gt=0)
+    label: str | None = Field(default=None, min_length=1, max_length=200)
+
+
 class SettlementPolicy(Model):
     key: Literal["residence_hours", "residence_pupils", "youth_share", "fixed_shares", "host_pays"]
     shares: dict[str, int] | None = None
     municipalities: list[str] | None = None
     education_contribution_cents: int = Field(default=0, ge=0)
     non_participating: Literal["host_absorbs", "bill"] = "host_absorbs"
+    # Law -> funder id: care tagged with that law is charged in full to that funder.
+    frameworks: dict[Literal["wlz", "zvw", "education", "wmo"], SlugId] | None = None
+    # Applied in this order to the municipal cost, each used up by the closes in period order.
+    contributions: list[Contribution] | None = None
+
+    def funder_of(self, funding: str | None) -> str | None:
+        """The framework funder that pays care tagged `funding`; None when the municipalities pay it."""
+        return (self.frameworks or {}).get(funding) if funding else None  # type: ignore[call-overload]
+
+    def unroutable(self, funding: str | None) -> bool:
+        """A tagged law that no framework maps and that the municipalities do not pay."""
+        return bool(funding) and funding not in MUNICIPAL_LAWS and self.funder_of(funding) is None
+
+    def funders(self) -> set[str]:
+        """Every funder id the policy names (frameworks and contributions)."""
+        return set((self.frameworks or {}).values()) | {c.funder for c in self.contributions or []}
 
     @model_validator(mode="after")
     def _key_inputs(self) -> "SettlementPolicy":
         for code in list(self.shares or {}) + list(self.municipalities or []):
             _check_municipality(code)
+        for funder in self.funders():
+            if is_municipality_code(funder):
+                raise ValueError(f"funder {funder!r}: a municipality is paid through the key, not as a framework "
+                                 "or contribution funder")
         if self.key == "fixed_shares":
             if not self.shares or sum(self.shares.values()) <= 0 or min(self.shares.values()) < 0:
                 raise ValueError("key fixed_shares needs shares: {municipality code: non-negative weight}, sum > 0")

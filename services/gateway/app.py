@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import update
 
 from services.gateway import books, dashboard, deadletters, payments, pots, settlements
-from services.gateway.auth import Principal, authenticate, forbid, hash_token, new_token, now_utc
+from services.gateway.auth import STATEMENT_ROLES, Principal, authenticate, forbid, hash_token, new_token, now_utc
 from services.gateway.deps import (RETRY_AFTER_S, CodePath, IdPath, NoNulStr, no_nul, require_broker,
                                    require_coordinator, service_get)
 from services.gateway.parsing import BodyError, UnsupportedMediaType, read_items, validate_items
@@ -29,7 +29,7 @@ from shared.db import make_engine, readonly
 from shared.migrations import migrate
 from shared.identity import SLUG_ID, is_municipality_code, pupil_ref_problem
 from shared.outbox import OutboxRelay
-from shared.schemas import Arrangement, Group, Municipality, Pupil, Registration, School, VoidRequest
+from shared.schemas import Arrangement, Funder, Group, Municipality, Pupil, Registration, School, VoidRequest
 from shared.settings import Settings, get_settings
 
 log = logging.getLogger("zorgpot.gateway")
@@ -46,7 +46,7 @@ def problem(status: int, detail: Any, headers: dict[str, str] | None = None) -> 
 
 class TokenRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    role: Literal["coordinator", "school", "municipality"]
+    role: Literal["coordinator", "school", "municipality", "funder"]
     subject: str | None = Field(default=None, max_length=64)
     label: NoNulStr | None = Field(default=None, max_length=200)
 
@@ -167,13 +167,17 @@ def api_router() -> APIRouter:
     async def issue_token(body: TokenRequest, request: Request, _: Principal = Depends(require_coordinator)):
         if body.role != "coordinator" and not body.subject:
             raise HTTPException(422, [{"loc": ["body", "subject"], "field": "subject",
-                                       "msg": f"role {body.role} needs a subject (school_id or municipality code)"}])
+                                       "msg": f"role {body.role} needs a subject (school_id, municipality code "
+                                              "or funder id)"}])
         if body.role == "municipality" and not is_municipality_code(body.subject or ""):
             raise HTTPException(422, [{"loc": ["body", "subject"], "field": "subject",
                                        "msg": "a municipality subject is a CBS code: GM + 4 digits"}])
         if body.role == "school" and not SLUG_ID.fullmatch(body.subject or ""):
             raise HTTPException(422, [{"loc": ["body", "subject"], "field": "subject",
                                        "msg": "a school subject is a school_id: 1-64 of A-Z a-z 0-9 . _ : -"}])
+        if body.role == "funder" and await request.app.state.registry.get("funder", body.subject or "") is None:
+            raise HTTPException(422, [{"loc": ["body", "subject"], "field": "subject",
+                                       "msg": f"funder {body.subject!r} is not registered: PUT /funders/{{id}} first"}])
         token_id, token = new_token()
         async with request.app.state.engine.begin() as conn:
             await conn.execute(books.tokens.insert().values(
@@ -198,6 +202,26 @@ def api_router() -> APIRouter:
         doc = body.model_dump(mode="json", by_alias=True)
         version = await request.app.state.registry.put("municipality", code, doc)
         return {"code": code, **doc, "registry_version": version}
+
+    @r.put("/funders/{funder_id}", tags=["reference data"], dependencies=[Depends(require_broker)])
+    async def put_funder(body: Funder, request: Request, funder_id: IdPath,
+                         _: Principal = Depends(require_coordinator)):
+        """A party other than a municipality that receives statements (Wlz office, insurer, ...)."""
+        if is_municipality_code(funder_id):
+            raise HTTPException(422, [{"loc": ["path", "funder_id"], "field": "funder_id",
+                                       "msg": "a municipality is set up with PUT /municipalities/{code}, not as a funder"}])
+        doc = body.model_dump(mode="json", by_alias=True)
+        version = await request.app.state.registry.put("funder", funder_id, doc)
+        return {"funder_id": funder_id, **doc, "registry_version": version}
+
+    @r.get("/funders/{funder_id}", tags=["reference data"])
+    async def get_funder(request: Request, funder_id: IdPath, principal: Principal = Depends(authenticate)):
+        if not principal.may_read_funder(funder_id):
+            raise NotFound(f"funder {funder_id!r} not found")
+        doc = await request.app.state.registry.get("funder", funder_id)
+        if doc is None:
+            raise NotFound(f"funder {funder_id!r} not found")
+        return {"funder_id": funder_id, **doc}
 
     @r.put("/schools/{school_id}", tags=["reference data"], dependencies=[Depends(require_broker)])
     async def put_school(body: School, request: Request, school_id: IdPath,
@@ -230,6 +254,10 @@ def api_router() -> APIRouter:
     @r.put("/arrangements/{arrangement_id}", tags=["reference data"], dependencies=[Depends(require_broker)])
     async def put_arrangement(body: Arrangement, request: Request, arrangement_id: IdPath,
                               _: Principal = Depends(require_coordinator)):
+        for funder in sorted(body.settlement.funders()):
+            if await request.app.state.registry.get("funder", funder) is None:
+                raise HTTPException(422, [{"loc": ["body", "settlement"], "field": "settlement",
+                                           "msg": f"funder {funder!r} is not registered: PUT /funders/{funder} first"}])
         doc = body.model_dump(mode="json", by_alias=True)
         version = await request.app.state.registry.put("arrangement", arrangement_id, doc, school_id=body.school_id)
         return {"arrangement_id": arrangement_id, **doc, "registry_version": version}
@@ -259,8 +287,8 @@ def api_router() -> APIRouter:
                 "application/x-ndjson": {"schema": {"type": "string"}},
                 "text/csv": {"schema": {"type": "string"}}}}})
     async def post_hours_batch(request: Request, principal: Principal = Depends(authenticate)):
-        if principal.role == "municipality":  # as POST /hours: only schools and the coordinator register
-            raise forbid("a municipality token cannot register hours")
+        if principal.role in STATEMENT_ROLES:  # as POST /hours: only schools and the coordinator register
+            raise forbid(f"a {principal.role} token cannot register hours")
         settings: Settings = request.app.state.settings
         body = await _read_limited(request, settings.max_body_bytes)
         try:

@@ -1,4 +1,4 @@
-"""Bearer tokens: three roles, scoped to a subject; stored only as SHA-256 hashes."""
+"""Bearer tokens: four roles, scoped to a subject; stored only as SHA-256 hashes."""
 from __future__ import annotations
 
 import datetime as dt
@@ -12,7 +12,9 @@ from sqlalchemy import select
 
 from services.gateway import books
 
-ROLES = ("coordinator", "school", "municipality")
+ROLES = ("coordinator", "school", "municipality", "funder")
+# Roles whose subject receives statements: a municipality (CBS code) or another funder (funder id).
+STATEMENT_ROLES = ("municipality", "funder")
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,10 @@ class Principal:
 
     def may_read_municipality(self, code: str) -> bool:
         return self.is_coordinator or (self.role == "municipality" and self.subject == code)
+
+    def may_read_funder(self, funder: str) -> bool:
+        """The coordinator, or the statement's own funder (a municipality token for a municipality's)."""
+        return self.is_coordinator or (self.role in STATEMENT_ROLES and self.subject == funder)
 
 
 def hash_token(token: str) -> str:

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 from sqlalchemy import select
 
 from services.gateway import books
-from services.gateway.auth import Principal, authenticate, forbid, now_utc
+from services.gateway.auth import STATEMENT_ROLES, Principal, authenticate, forbid, now_utc
 from services.gateway.deps import (RETRY_AFTER_S, CodePath, NoNulStr, require_coordinator, service_get,
                                    service_post)
 from services.gateway.service import current_registry_version
@@ -126,16 +126,22 @@ async def _post_close(request: Request, path: str, payload: dict[str, Any], regi
 
 @router.get("/statements", tags=["settlement"])
 async def list_statements(request: Request, municipality: str | None = Query(default=None, pattern=r"^GM\d{4}$"),
+                          funder: str | None = Query(default=None, pattern=r"^[A-Za-z0-9._:-]{1,64}$",
+                                                     description="a municipality code or a funder id"),
                           arrangement_id: str | None = Query(default=None, max_length=64),
                           principal: Principal = Depends(authenticate)):
-    """Coordinator: every statement. Municipality token: its own statements only."""
-    if principal.role == "municipality":
-        if municipality is not None and municipality != principal.subject:
-            raise forbid("a municipality token may only list its own statements")
-        municipality = principal.subject
+    """Coordinator: every statement. Municipality or funder token: its own statements only."""
+    if municipality is not None and funder is not None and municipality != funder:
+        raise HTTPException(422, [{"loc": ["query", "funder"], "field": "funder",
+                                   "msg": "give municipality or funder, or both the same"}])
+    funder = funder or municipality
+    if principal.role in STATEMENT_ROLES:
+        if funder is not None and funder != principal.subject:
+            raise forbid(f"a {principal.role} token may only list its own statements")
+        funder = principal.subject
     elif not principal.is_coordinator:
-        raise forbid("only the coordinator and municipalities may read statements")
-    params = {k: v for k, v in (("municipality", municipality), ("arrangement_id", arrangement_id)) if v}
+        raise forbid("only the coordinator, municipalities and funders may read statements")
+    params = {k: v for k, v in (("funder", funder), ("arrangement_id", arrangement_id)) if v}
     reply = await service_get(request, "settlement", "/internal/statements", params=params)
     _passthrough(reply)
     return reply.json()
@@ -147,8 +153,8 @@ async def _readable_statement(request: Request, statement_id: str, principal: Pr
         raise HTTPException(404, f"statement {statement_id!r} not found")
     _passthrough(reply)
     statement = reply.json()
-    # Anyone but the coordinator and the statement's municipality gets the same 404 as for an unknown id.
-    if not principal.may_read_municipality(statement["municipality"]):
+    # Anyone but the coordinator and the statement's funder gets the same 404 as for an unknown id.
+    if not principal.may_read_funder(statement.get("funder") or statement["municipality"]):
         raise HTTPException(404, f"statement {statement_id!r} not found")
     return statement
 

@@ -102,13 +102,13 @@ class StatementFeed:
 
     async def record(self, events: list[StatementIssued]) -> int:
         """Insert-or-ignore one delivery row per statement; returns how many were new."""
-        if not events:
-            return 0
         now = now_utc()
         rows = {e.statement_id: {"statement_id": e.statement_id, "municipality": e.municipality,
                                  "arrangement_id": e.arrangement_id, "body": orjson.dumps(e.statement),
                                  "received_at": now, "attempts": 0, "next_attempt_at": now}
-                for e in events}
+                for e in events if e.municipality is not None}  # funders have no webhook (yet)
+        if not rows:
+            return 0
         dialect = self.engine.dialect.name
         insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(books.deliveries)
         async with self.engine.begin() as conn:

@@ -22,6 +22,7 @@ class Accepted:
     cost_cents: int
     attributed_to: str  # "listed" or "enrolled"
     attributions: tuple[Attribution, ...]
+    funder: str | None = None  # the framework funder its funding law routes it to; None: the municipalities
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,10 @@ def assess(reg: Registration, registry: ReferenceData) -> Accepted | Rejected:
     rate = arrangement.rate_on(reg.date)
     if rate is None:  # unreachable when the gateway accepted the arrangement, kept for safety
         return Rejected((f"arrangement {arrangement_id!r} has no rate in force on {reg.date.isoformat()}",))
+    if arrangement.settlement.unroutable(reg.funding):
+        return Rejected((f"funding {reg.funding!r} is not routed by arrangement {arrangement_id!r}: its "
+                         f"settlement.frameworks names no funder for {reg.funding}, and the municipalities do not "
+                         "pay it; register the care untagged or as jeugdwet if they should",))
 
     reasons: list[str] = []
     if reg.pupils:
@@ -100,4 +105,5 @@ def assess(reg: Registration, registry: ReferenceData) -> Accepted | Rejected:
         cost_cents=cent_minutes_to_cents(exact),
         attributed_to=attributed_to,
         attributions=tuple(attributions),
+        funder=arrangement.settlement.funder_of(reg.funding),
     )

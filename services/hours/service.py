@@ -35,8 +35,8 @@ REGISTRY_WAIT_LOG_S = 10.0
 
 def rejection_reason_label(reason: str) -> str:
     """A low-cardinality metric label for a rejection reason text."""
-    for needle, label in (("arrangement", "no_arrangement"), ("not registered", "unknown_reference"),
-                          ("not enrolled", "not_enrolled"), ("nobody", "no_pupils"), ("belongs to group", "wrong_group"),
+    for needle, label in (("is not routed", "unroutable_funding"), ("arrangement", "no_arrangement"),
+                          ("not registered", "unknown_reference"), ("not enrolled", "not_enrolled"), ("nobody", "no_pupils"), ("belongs to group", "wrong_group"),
                           ("roster", "unknown_pupil"), ("residence", "no_residence")):
         if needle in reason:
             return label
@@ -114,7 +114,7 @@ class HoursService:
                 task_category=reg.task_category, funding=reg.funding, care_worker=reg.care_worker,
                 hourly_rate_cents=outcome.hourly_rate_cents, cost_cent_minutes=outcome.cost_cent_minutes,
                 cost_cents=outcome.cost_cents, attributed_to=outcome.attributed_to,
-                attributions=list(outcome.attributions), accepted_at=now,
+                attributions=list(outcome.attributions), funder=outcome.funder, accepted_at=now,
             )
             payload = logged.to_bytes()
             row.update(status="accepted", arrangement_id=outcome.arrangement_id,

@@ -3,7 +3,7 @@
 Views (reached only through the gateway, which does authentication and authorisation):
   POST /internal/close                   {arrangement_id, period_start, period_end, registry_version?}
   POST /internal/close-batch             {arrangement_ids, period_start, period_end, registry_version?}
-  GET  /internal/statements              ?municipality=&arrangement_id=
+  GET  /internal/statements              ?funder=&arrangement_id=  (funder: municipality code or funder id)
   GET  /internal/statements/{id}         ?format=json|csv|pdf &dutch=1 (csv: ';' and decimal comma)
   GET  /internal/invariant               ?arrangement_id=
 """
@@ -83,7 +83,8 @@ class CloseBatchView(View):
 async def statements_view(web, request):  # noqa: ANN001
     await rt.books_ready.wait()
     query = request.query
-    return web.json(await service.statements(query.get("municipality") or None, query.get("arrangement_id") or None))
+    funder = query.get("funder") or query.get("municipality") or None
+    return web.json(await service.statements(funder, query.get("arrangement_id") or None))
 
 
 @app.page("/internal/statements/{statement_id}")

@@ -31,6 +31,8 @@ care_lines = Table(
     Column("known_since_close", Integer, nullable=False),
     Column("voided", Boolean, nullable=False, default=False),
     Column("voided_since_close", Integer, nullable=True),
+    # The framework funder its funding law routes it to (settlement.frameworks); NULL: the municipalities.
+    Column("funder", String(64), nullable=True),
 )
 Index("ix_care_lines_arrangement", care_lines.c.arrangement_id)
 
@@ -58,14 +60,16 @@ statements = Table(
     "statements", metadata,
     Column("statement_id", String(200), primary_key=True),
     Column("arrangement_id", String(64), nullable=False),
-    Column("municipality", String(6), nullable=False),
+    Column("municipality", String(6), nullable=True),  # NULL on a statement to a funder other than a municipality
     Column("close_sequence", Integer, nullable=False),
     Column("period_start", Date, nullable=False),
     Column("period_end", Date, nullable=False),
     Column("total_cents", Integer, nullable=False),
     Column("issued_at", DateTime(timezone=True), nullable=False),
     Column("doc", LargeBinary, nullable=False),  # the statement exactly as issued (JSON)
+    Column("funder", String(64), nullable=True),  # municipality code or funder id; NULL never after 0003
 )
+Index("ix_statements_funder", statements.c.funder, statements.c.arrangement_id)
 Index("ix_statements_municipality", statements.c.municipality, statements.c.arrangement_id)
 Index("ix_statements_arrangement", statements.c.arrangement_id, statements.c.close_sequence)
 

@@ -34,16 +34,18 @@ from typing import Any, Hashable, Iterable, Mapping, NamedTuple, Sequence, TypeV
 
 from shared.events import CareLogged
 from shared.money import CENT_MINUTES_PER_CENT, cent_minutes_to_cents, round_half_up
-from shared.schemas import Arrangement, Municipality, Pupil
+from shared.schemas import Arrangement, Funder, Municipality, Pupil, SettlementPolicy
 
-STATEMENT_SCHEMA_VERSION = 1
+# 2: statements carry `funder`, `funder_kind` and `funder_name`; funders other than municipalities get
+# statements (design.md section 9). Version 1 statements (municipalities only) still read as they were.
+STATEMENT_SCHEMA_VERSION = 2
 
 # Keys whose split is decided per period (a weight per municipality), as opposed to per registration.
 PERIOD_KEYS = ("residence_pupils", "youth_share", "fixed_shares")
 # Keys that follow each registration's own pupils and their residence on the care date.
 REGISTRATION_KEYS = ("residence_hours", "host_pays")
 
-LINE_KINDS = ("care", "absorbed", "correction", "education_contribution")
+LINE_KINDS = ("care", "absorbed", "correction", "education_contribution", "contribution")
 # Residence of a pupil-day the roster does not cover: nobody to bill, so the host absorbs it.
 UNKNOWN_RESIDENCE = "unknown"
 ONE_DAY = dt.timedelta(days=1)
@@ -93,6 +95,8 @@ class CareLine:
     voided: bool = False
     known_since_close: int = 0
     voided_since_close: int | None = None
+    # The framework funder its funding law routes it to (settlement.frameworks); None: the municipalities.
+    funder: str | None = None
 
     def __post_init__(self) -> None:
         if not self.attributions:
@@ -116,6 +120,7 @@ class CareLine:
             attributions=tuple((a.pupil_ref, a.municipality) for a in event.attributions),
             attributed_to=event.attributed_to,
             known_since_close=known_since_close,
+            funder=event.funder,
         )
 
     def voided_at(self, closes_made: int) -> "CareLine":
@@ -135,6 +140,7 @@ class ArrangementContext:
     municipalities: Mapping[str, Municipality]
     pupils: Sequence[tuple[str, Pupil]] = ()  # (pupil_ref, pupil) of the arrangement's groups
     school_name: str | None = None
+    funders: Mapping[str, Funder] = field(default_factory=dict)  # the funders the policy names
 
 
 @dataclass(frozen=True, order=True)
@@ -174,6 +180,9 @@ class CareSummary:
     corrections: tuple["CareLine", ...]
     # The highest close count any line claims to be learned or voided after (sanity check).
     latest_close_seen: int = 0
+    # This close's own care that a framework routes to a funder (not in the sums above, which are the
+    # municipalities' care): one line per registration, since such statements list every registration.
+    framework_care: tuple["CareLine", ...] = ()
 
 
 class Bucket(NamedTuple):
@@ -203,7 +212,19 @@ class Close:
     charged_cents: int  # this close's total over all its statements
     # Period keys only: the split weights used, so a late correction for this period is split the same way.
     weights: tuple[tuple[Bucket, Fraction], ...] = ()
-    statement_totals: tuple[tuple[str, int], ...] = ()  # (municipality, total_cents)
+    statement_totals: tuple[tuple[str, int], ...] = ()  # (funder: municipality code or funder id, total_cents)
+    # M_k: the part of C_k the municipalities pay by the key (not routed to a framework funder); the
+    # education contribution and the contributions apply to R(M_k). None in closes made before frameworks
+    # existed, where all care was municipal: M_k = C_k.
+    cumulative_municipal_cost_cent_minutes: int | None = None
+    # Cumulative amount each contribution paid so far, keyed "position:funder" (first statements first).
+    contributions_applied: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def municipal_cost_cent_minutes(self) -> int:
+        if self.cumulative_municipal_cost_cent_minutes is None:
+            return self.cumulative_cost_cent_minutes
+        return self.cumulative_municipal_cost_cent_minutes
 
     def weight_map(self) -> dict[Bucket, Fraction]:
         return dict(self.weights)
@@ -229,6 +250,8 @@ class Close:
                 for b, w in self.weights
             ],
             "statement_totals": [{"municipality": m, "total_cents": t} for m, t in self.statement_totals],
+            "cumulative_municipal_cost_cent_minutes": self.municipal_cost_cent_minutes,
+            "contributions_applied": [{"contribution": k, "applied_cents": v} for k, v in self.contributions_applied],
         }
 
     @classmethod
@@ -252,6 +275,11 @@ class Close:
                 for w in data.get("weights", [])
             ),
             statement_totals=tuple((s["municipality"], int(s["total_cents"])) for s in data.get("statement_totals", [])),
+            cumulative_municipal_cost_cent_minutes=(int(data["cumulative_municipal_cost_cent_minutes"])
+                                                    if data.get("cumulative_municipal_cost_cent_minutes") is not None
+                                                    else None),
+            contributions_applied=tuple((c["contribution"], int(c["applied_cents"]))
+                                        for c in data.get("contributions_applied", [])),
         )
 
 
@@ -410,10 +438,44 @@ def education_applied_cents(contribution_cents: int, rounded_cost_cents: int) ->
     return max(0, min(contribution_cents, rounded_cost_cents))
 
 
+def waterfall(policy: SettlementPolicy, municipal_rounded_cents: int) -> tuple[int, tuple[tuple[str, int], ...]]:
+    """Who pays the municipal cost so far before the municipalities do, cumulatively (design.md section 9).
+
+    The education contribution first (no statement of its own), then each of `contributions` in order, each
+    never more than is left: `(education applied, (("position:funder", applied), ...))`. Closes take the
+    differences, so every contribution is used up by the first statements first.
+    """
+    education = education_applied_cents(policy.education_contribution_cents, municipal_rounded_cents)
+    left = municipal_rounded_cents - education
+    applied = []
+    for position, contribution in enumerate(policy.contributions or ()):
+        amount = max(0, min(contribution.amount_cents, left))
+        left -= amount
+        applied.append((f"{position}:{contribution.funder}", amount))
+    return education, tuple(applied)
+
+
 def net_cost_cents(arrangement: Arrangement, lines: Iterable[CareLine]) -> int:
-    """What all statements together must come to once every registration known now is settled."""
-    rounded = cent_minutes_to_cents(sum(line.cost_cent_minutes for line in lines if not line.voided))
-    return rounded - education_applied_cents(arrangement.settlement.education_contribution_cents, rounded)
+    """What all statements of all funders together must come to once every registration known now is settled:
+    the rounded cost minus the education contribution applied to the municipal part (contributions are paid
+    by their funders, on statements)."""
+    live = [line for line in lines if not line.voided]
+    rounded = cent_minutes_to_cents(sum(line.cost_cent_minutes for line in live))
+    municipal = cent_minutes_to_cents(sum(line.cost_cent_minutes for line in live if line.funder is None))
+    return rounded - education_applied_cents(arrangement.settlement.education_contribution_cents, municipal)
+
+
+def settled_by_lines_cents(arrangement: Arrangement | None, lines: Sequence[CareLine],
+                           history: Sequence[Close]) -> int:
+    """What the closes so far settled, as the care lines reproduce it (without reading any statement)."""
+    if not history:
+        return 0
+    last = history[-1]
+    counted = [line for line in lines if included_in_close(line, last.sequence, last.period_end)]
+    total = cent_minutes_to_cents(sum(line.cost_cent_minutes for line in counted))
+    municipal = cent_minutes_to_cents(sum(line.cost_cent_minutes for line in counted if line.funder is None))
+    contribution = arrangement.settlement.education_contribution_cents if arrangement is not None else 0
+    return total - education_applied_cents(contribution, municipal)
 
 
 def settled_cents(history: Sequence[Close]) -> int:
@@ -518,7 +580,7 @@ def residences_of(attributions: Iterable[tuple[str, str]]) -> tuple[str, ...]:
     return tuple(sorted(residence for _pupil_ref, residence in attributions))
 
 
-def _exact_rate(cost_cent_minutes: int, minutes: int) -> int | None:
+def exact_rate(cost_cent_minutes: int, minutes: int) -> int | None:
     """The hourly rate behind a registration's cost (cent-minutes per minute), when it divides exactly."""
     if minutes and cost_cent_minutes % minutes == 0:
         return cost_cent_minutes // minutes
@@ -545,15 +607,19 @@ def summarise_care(context: ArrangementContext, lines: Iterable[CareLine], histo
     new_cost = 0
     rates: set[int] = set()
     corrections = []
+    framework_care = []
     for line in sorted(known_lines, key=lambda item: (item.date, item.registration_id)):
         in_previous = previous is not None and included_in_close(line, previous.sequence, previous.period_end)
         if int(included_in_close(line, sequence, period_end)) == int(in_previous):
             continue
         if previous is None or line.date > previous.period_end:
-            new_cost += line.cost_cent_minutes
-            rate = _exact_rate(line.cost_cent_minutes, line.minutes)
+            rate = exact_rate(line.cost_cent_minutes, line.minutes)
             if rate is not None:
                 rates.add(rate)
+            if line.funder is not None:
+                framework_care.append(line)
+                continue
+            new_cost += line.cost_cent_minutes
             group = groups[(routing_day_of(line.date, days), residences_of(line.attributions))]
             group[0] += line.cost_cent_minutes
             group[1] += line.minutes
@@ -568,6 +634,7 @@ def summarise_care(context: ArrangementContext, lines: Iterable[CareLine], histo
         corrections=tuple(corrections),
         latest_close_seen=max((max(line.known_since_close, line.voided_since_close or 0) for line in known_lines),
                               default=0),
+        framework_care=tuple(framework_care),
     )
 
 
@@ -647,14 +714,15 @@ def period_basis(context: ArrangementContext, period_start: dt.date, period_end:
 class LineKey(NamedTuple):
     """Identity of one statement line; its order is the order lines are listed and ties are broken."""
 
-    order: int  # 0 care, 1 absorbed, 2 correction, 3 education contribution
+    order: int  # 0 care, 1 absorbed, 2 correction, 3 education contribution, 4 a contribution
     absorbed_from: str = ""
     non_participating: bool = False
     original_period_start: str = ""
-    registration_id: str = ""
+    registration_id: str = ""  # corrections; and framework care, listed per registration
+    contribution: str = ""  # "position:funder" of a contribution line
 
 
-_KIND_OF_ORDER = {0: "care", 1: "absorbed", 2: "correction", 3: "education_contribution"}
+_KIND_OF_ORDER = {0: "care", 1: "absorbed", 2: "correction", 3: "education_contribution", 4: "contribution"}
 
 
 @dataclass
@@ -667,6 +735,7 @@ class _Line:
     original_period: tuple[dt.date, dt.date] | None = None
     registration_date: dt.date | None = None
     late_void: bool = False
+    pupils: tuple[str, ...] = ()  # framework care: the registration's pupils (Wlz accounts per client)
 
 
 def _decimal(value: Fraction, places: int = 2) -> str:
@@ -703,6 +772,9 @@ class _CloseBuilder:
         self._pending_lines: dict[tuple[str, LineKey, int], list[int]] = {}
         self._pending_residents: dict[tuple[str, int], list[int]] = {}
         self._routes: dict[tuple[str, dt.date], tuple[Bucket, bool]] = {}  # one close: one key and policy
+        # Parties other than municipalities with lines on this close (framework and contribution funders).
+        self.funder_parties: set[str] = set()
+        self.municipal_cost_cent_minutes = 0  # this close's change in M_k (new care and corrections)
 
     def add(self, municipality: str, key: LineKey, exact_cents: Fraction, basis_unit: str,
             basis_value: Fraction, **details: Any) -> None:
@@ -712,8 +784,24 @@ class _CloseBuilder:
         line.exact_cents += exact_cents
         line.basis_value += basis_value
 
+    def add_framework(self, line: CareLine, sign: int = 1, correction_of: Close | None = None) -> None:
+        """Care a framework routes to a funder: in full to that funder, one line per registration."""
+        assert line.funder is not None
+        self.funder_parties.add(line.funder)
+        exact = Fraction(sign * line.cost_cent_minutes, CENT_MINUTES_PER_CENT)
+        pupils = tuple(sorted(ref for ref, _residence in line.attributions))
+        if correction_of is None:
+            self.add(line.funder, LineKey(0, registration_id=line.registration_id), exact, "minutes",
+                     Fraction(line.minutes), registration_date=line.date, pupils=pupils)
+        else:
+            self.add(line.funder, LineKey(2, original_period_start=correction_of.period_start.isoformat(),
+                                          registration_id=line.registration_id),
+                     exact, "minutes", Fraction(sign * line.minutes),
+                     original_period=(correction_of.period_start, correction_of.period_end),
+                     registration_date=line.date, late_void=sign < 0, pupils=pupils)
+
     def note_rate(self, line: CareLine) -> None:
-        rate = _exact_rate(line.cost_cent_minutes, line.minutes)
+        rate = exact_rate(line.cost_cent_minutes, line.minutes)
         if rate is not None:
             self.rates.add(rate)
 
@@ -842,11 +930,16 @@ def _close(context: ArrangementContext, care: CareSummary, history: Sequence[Clo
     builder = _CloseBuilder(context)
     # This close's own care: per pupil part under the registration keys, one total under the period keys.
     builder.care_cost_cent_minutes = care.new_cost_cent_minutes
+    builder.municipal_cost_cent_minutes = care.new_cost_cent_minutes
     builder.rates.update(care.new_rates)
     period_care_cent_minutes = care.new_cost_cent_minutes if basis is not None else 0
     if basis is None:
         for new_care in care.new_care:
             builder.add_new_care(new_care, policy.key, policy.non_participating, host)
+    # Care a framework routes to a funder: outside the key and the waterfall, in full to that funder.
+    for line in care.framework_care:
+        builder.add_framework(line)
+        builder.care_cost_cent_minutes += line.cost_cent_minutes
     # Facts about already closed periods: corrections, each split the way its period was split.
     for line in care.corrections:
         in_previous = previous is not None and included_in_close(line, previous.sequence, previous.period_end)
@@ -856,6 +949,10 @@ def _close(context: ArrangementContext, care: CareSummary, history: Sequence[Clo
         builder.note_rate(line)
         original = _covering_close(history, line.date)
         builder.correction_cost_cent_minutes += sign * line.cost_cent_minutes
+        if line.funder is not None:
+            builder.add_framework(line, sign, original)
+            continue
+        builder.municipal_cost_cent_minutes += sign * line.cost_cent_minutes
         if original.key in PERIOD_KEYS:
             weights = original.weight_map() or (basis.weights if basis else {})
             if not weights:
@@ -886,24 +983,36 @@ def _close(context: ArrangementContext, care: CareSummary, history: Sequence[Clo
     # --- the close's integer total: cumulative rounding and the contribution, first statements first.
     cumulative_cost = (previous.cumulative_cost_cent_minutes if previous else 0) \
         + builder.care_cost_cent_minutes + builder.correction_cost_cent_minutes
+    municipal_cost = (previous.municipal_cost_cent_minutes if previous else 0) + builder.municipal_cost_cent_minutes
     rounded_cost = cent_minutes_to_cents(cumulative_cost)
-    applied = education_applied_cents(policy.education_contribution_cents, rounded_cost)
+    applied, contributions = waterfall(policy, cent_minutes_to_cents(municipal_cost))
     cumulative_charged = rounded_cost - applied
     charged = cumulative_charged - (previous.cumulative_charged_cents if previous else 0)
     contribution_delta = applied - (previous.education_applied_cents if previous else 0)
     if contribution_delta:
-        _add_contribution(builder, contribution_delta, basis)
+        _add_contribution(builder, contribution_delta, basis, LineKey(3))
+    # The contributions, in order: each one's use this close is a charge on its funder's statement and
+    # a deduction spread over the municipalities' statements (so they sum to the same close total).
+    before = dict(previous.contributions_applied) if previous else {}
+    now = dict(contributions)
+    for position_funder in list(now) + [k for k in before if k not in now]:
+        delta = now.get(position_funder, 0) - before.get(position_funder, 0)
+        if delta:
+            funder = position_funder.split(":", 1)[1]
+            builder.funder_parties.add(funder)
+            key = LineKey(4, contribution=position_funder)
+            builder.add(funder, key, Fraction(delta), "share", Fraction(1))
+            _add_contribution(builder, delta, basis, key)
 
     # --- split: close total -> statements -> lines, each exact to the cent.
-    exact_by_municipality = {m: sum((l.exact_cents for l in ls.values()), Fraction(0))
-                             for m, ls in builder.lines.items()}
-    totals = split_exact(charged, exact_by_municipality)
+    exact_by_party = {m: sum((l.exact_cents for l in ls.values()), Fraction(0)) for m, ls in builder.lines.items()}
+    totals = split_exact(charged, exact_by_party)
     statements = []
-    for municipality in sorted(builder.lines):
-        line_amounts = split_exact(totals[municipality],
-                                   {k: l.exact_cents for k, l in builder.lines[municipality].items()})
-        statements.append(_statement(context, builder, basis, municipality, line_amounts, sequence,
-                                     period_start, period_end, issued_on, previous, charged))
+    for party in sorted(builder.lines):
+        line_amounts = split_exact(totals[party], {k: l.exact_cents for k, l in builder.lines[party].items()})
+        make = _funder_statement if party in builder.funder_parties else _statement
+        statements.append(make(context, builder, basis, party, line_amounts, sequence,
+                               period_start, period_end, issued_on, previous, charged))
 
     close = Close(
         arrangement_id=context.arrangement_id,
@@ -920,13 +1029,15 @@ def _close(context: ArrangementContext, care: CareSummary, history: Sequence[Clo
         cumulative_charged_cents=cumulative_charged,
         charged_cents=charged,
         weights=tuple(sorted(basis.weights.items())) if basis else (),
-        statement_totals=tuple((s["municipality"], s["total_cents"]) for s in statements),
+        statement_totals=tuple((s["funder"], s["total_cents"]) for s in statements),
+        cumulative_municipal_cost_cent_minutes=municipal_cost,
+        contributions_applied=contributions,
     )
     return CloseResult(statements=statements, close=close)
 
 
-def _add_contribution(builder: _CloseBuilder, delta_cents: int, basis: PeriodBasis | None) -> None:
-    """Spread this close's change in applied contribution over its statements, exactly.
+def _add_contribution(builder: _CloseBuilder, delta_cents: int, basis: PeriodBasis | None, key: LineKey) -> None:
+    """Spread this close's change in an applied contribution over the municipalities' statements, exactly.
 
     More contribution applied (the usual case) is deducted in proportion to what each municipality is
     charged on this close; contribution handed back (late voids took the cost below it) is credited in
@@ -936,6 +1047,8 @@ def _add_contribution(builder: _CloseBuilder, delta_cents: int, basis: PeriodBas
     charges: dict[str, Fraction] = defaultdict(Fraction)
     credits: dict[str, Fraction] = defaultdict(Fraction)
     for municipality, lines in builder.lines.items():
+        if municipality in builder.funder_parties:
+            continue
         for line in lines.values():
             if line.exact_cents > 0:
                 charges[municipality] += line.exact_cents
@@ -951,11 +1064,37 @@ def _add_contribution(builder: _CloseBuilder, delta_cents: int, basis: PeriodBas
     weight_sum = sum(weights.values(), Fraction(0))
     for municipality, weight in weights.items():
         if weight:
-            builder.add(municipality, LineKey(3), -delta_cents * weight / weight_sum, "share", weight / weight_sum)
+            builder.add(municipality, key, -delta_cents * weight / weight_sum, "share", weight / weight_sum)
+
+
+def _contribution_of(context: ArrangementContext, position_funder: str) -> tuple[str, Any]:
+    """(funder id, the Contribution in the policy or None when it was removed since) of a line's key."""
+    position, funder = position_funder.split(":", 1)
+    contributions = context.arrangement.settlement.contributions or []
+    found = contributions[int(position)] if int(position) < len(contributions) else None
+    return funder, found if found is not None and found.funder == funder else None
+
+
+def _party_name(context: ArrangementContext, party: str) -> str:
+    funder = context.funders.get(party)
+    if funder is not None:
+        return funder.name
+    municipality = context.municipalities.get(party)
+    return municipality.name if municipality is not None else party
 
 
 def _line_description(key: LineKey, line: _Line, context: ArrangementContext, coverage: str) -> str:
     kind = _KIND_OF_ORDER[key.order]
+    if kind == "care" and key.registration_id:
+        assert line.registration_date is not None
+        return (f"Registration {key.registration_id} of {line.registration_date.isoformat()}: "
+                f"{_decimal(line.basis_value)} minutes for {', '.join(line.pupils)}")
+    if kind == "contribution":
+        funder, contribution = _contribution_of(context, key.contribution)
+        label = contribution.label if contribution is not None and contribution.label else _party_name(context, funder)
+        if funder in context.funders and line.exact_cents > 0:
+            return f"Contribution {label} towards the care cost before the municipalities (first statements first)"
+        return f"Contribution {label} ({_party_name(context, funder)}) deducted"
     if kind == "care":
         split = {
             "residence_hours": "for resident pupils, per care day",
@@ -986,6 +1125,36 @@ def _line_description(key: LineKey, line: _Line, context: ArrangementContext, co
     return "Education contribution deducted (first statements first)"
 
 
+def _line_out(context: ArrangementContext, key: LineKey, line: _Line, amount: int, coverage: str) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "kind": _KIND_OF_ORDER[key.order],
+        "description": _line_description(key, line, context, coverage),
+        "basis": {"unit": line.basis_unit, "value": _decimal(line.basis_value, 6 if line.basis_unit == "share" else 2)},
+        "amount_cents": amount,
+        "exact_cents": _decimal(line.exact_cents, 4),
+        "registration_id": key.registration_id or None,
+        "original_period_start": line.original_period[0].isoformat() if line.original_period else None,
+        "original_period_end": line.original_period[1].isoformat() if line.original_period else None,
+        "absorbed_from": key.absorbed_from or None,
+        "non_participating": key.non_participating,
+    }
+    if key.contribution:
+        out["contribution_funder"] = key.contribution.split(":", 1)[1]
+    if line.pupils:  # framework care: accounted per client
+        out.update(date=line.registration_date.isoformat() if line.registration_date else None,
+                   minutes=_decimal(line.basis_value), pupils=list(line.pupils))
+    return out
+
+
+def _coverage(context: ArrangementContext, previous: Close | None, period_start: dt.date, period_end: dt.date) -> str:
+    coverage_start = previous.period_end + dt.timedelta(days=1) if previous else context.arrangement.start
+    coverage = f"{period_start.isoformat()}..{period_end.isoformat()}"
+    if coverage_start < period_start:
+        coverage = f"{coverage_start.isoformat()}..{period_end.isoformat()} (includes days before the period " \
+                   f"that no close covered)"
+    return coverage
+
+
 def _name_suffix(context: ArrangementContext, code: str) -> str:
     municipality = context.municipalities.get(code)
     return f" {municipality.name}" if municipality else ""
@@ -996,11 +1165,7 @@ def _statement(context: ArrangementContext, builder: _CloseBuilder, basis: Perio
                period_start: dt.date, period_end: dt.date, issued_on: dt.date,
                previous: Close | None, close_total_cents: int) -> dict[str, Any]:
     policy = context.arrangement.settlement
-    coverage_start = previous.period_end + dt.timedelta(days=1) if previous else context.arrangement.start
-    coverage = f"{period_start.isoformat()}..{period_end.isoformat()}"
-    if coverage_start < period_start:
-        coverage = f"{coverage_start.isoformat()}..{period_end.isoformat()} (includes days before the period " \
-                   f"that no close covered)"
+    coverage = _coverage(context, previous, period_start, period_end)
 
     lines_out: list[dict[str, Any]] = []
     contribution_deducted = 0
@@ -1008,20 +1173,9 @@ def _statement(context: ArrangementContext, builder: _CloseBuilder, basis: Perio
         line = builder.lines[municipality][key]
         kind = _KIND_OF_ORDER[key.order]
         amount = line_amounts[key]
-        if kind == "education_contribution":
+        if kind in ("education_contribution", "contribution"):
             contribution_deducted -= amount
-        lines_out.append({
-            "kind": kind,
-            "description": _line_description(key, line, context, coverage),
-            "basis": {"unit": line.basis_unit, "value": _decimal(line.basis_value, 6 if line.basis_unit == "share" else 2)},
-            "amount_cents": amount,
-            "exact_cents": _decimal(line.exact_cents, 4),
-            "registration_id": key.registration_id or None,
-            "original_period_start": line.original_period[0].isoformat() if line.original_period else None,
-            "original_period_end": line.original_period[1].isoformat() if line.original_period else None,
-            "absorbed_from": key.absorbed_from or None,
-            "non_participating": key.non_participating,
-        })
+        lines_out.append(_line_out(context, key, line, amount, coverage))
 
     period_days = (period_end - period_start).days + 1
     summary: dict[str, Any] = {
@@ -1059,6 +1213,9 @@ def _statement(context: ArrangementContext, builder: _CloseBuilder, basis: Perio
         "arrangement_id": context.arrangement_id,
         "school_id": context.arrangement.school_id,
         "school_name": context.school_name,
+        "funder": municipality,
+        "funder_kind": "municipality",
+        "funder_name": context.municipalities[municipality].name if municipality in context.municipalities else None,
         "municipality": municipality,
         "municipality_name": context.municipalities[municipality].name if municipality in context.municipalities else None,
         "host_municipality": context.host_municipality,
@@ -1079,6 +1236,67 @@ def _statement(context: ArrangementContext, builder: _CloseBuilder, basis: Perio
     if policy.key == "host_pays" and municipality == context.host_municipality:
         statement["breakdown"] = _residence_breakdown(context, builder)
     return statement
+
+
+def _funder_statement(context: ArrangementContext, builder: _CloseBuilder, basis: PeriodBasis | None,
+                      funder: str, line_amounts: Mapping[LineKey, int], sequence: int,
+                      period_start: dt.date, period_end: dt.date, issued_on: dt.date,
+                      previous: Close | None, close_total_cents: int) -> dict[str, Any]:
+    """The statement of a funder other than a municipality: its framework care, one line per registration,
+    and what its contributions paid on this close."""
+    policy = context.arrangement.settlement
+    coverage = _coverage(context, previous, period_start, period_end)
+    lines_out = [_line_out(context, key, builder.lines[funder][key], line_amounts[key], coverage)
+                 for key in sorted(line_amounts)]
+    party = context.funders.get(funder)
+    applied_before = dict(previous.contributions_applied) if previous else {}
+    contributions = []
+    for position, contribution in enumerate(policy.contributions or ()):
+        if contribution.funder == funder:
+            key = LineKey(4, contribution=f"{position}:{funder}")
+            this_close = line_amounts.get(key, 0)
+            contributions.append({"position": position, "label": contribution.label,
+                                  "amount_cents": contribution.amount_cents,
+                                  "applied_cents": applied_before.get(key.contribution, 0) + this_close,
+                                  "this_statement_cents": this_close})
+    return {
+        "schema_version": STATEMENT_SCHEMA_VERSION,
+        "statement_id": f"{context.arrangement_id}:{period_start.isoformat()}:{period_end.isoformat()}:{funder}",
+        "arrangement_id": context.arrangement_id,
+        "school_id": context.arrangement.school_id,
+        "school_name": context.school_name,
+        "funder": funder,
+        "funder_kind": party.kind if party is not None else "other",
+        "funder_name": party.name if party is not None else None,
+        "funder_code": party.code if party is not None else None,
+        "municipality": None,
+        "municipality_name": None,
+        "host_municipality": context.host_municipality,
+        "period_start": period_start.isoformat(),
+        "period_end": period_end.isoformat(),
+        "close_sequence": sequence,
+        "issued_on": issued_on.isoformat(),
+        "key": policy.key,
+        "non_participating_policy": policy.non_participating,
+        "currency": "EUR",
+        "frameworks": sorted(law for law, whom in (policy.frameworks or {}).items() if whom == funder),
+        "contributions": contributions,
+        "lines": lines_out,
+        "basis": {
+            "key": policy.key,
+            "unit": "minutes",
+            "period_days": (period_end - period_start).days + 1,
+            "close_care_cost_cents": cent_minutes_to_cents(builder.care_cost_cent_minutes),
+            "close_corrections_cost_cents": cent_minutes_to_cents(builder.correction_cost_cent_minutes),
+            "close_total_cents": close_total_cents,
+            "hourly_rates_cents": sorted(builder.rates),
+            "education_contribution_total_cents": policy.education_contribution_cents,
+        },
+        "education_contribution_cents": 0,
+        "total_cents": sum(line_amounts.values()),
+        "non_participating": False,
+        "absorbed_from": [],
+    }
 
 
 def _residence_breakdown(context: ArrangementContext, builder: _CloseBuilder) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ from sqlalchemy import ColumnElement, Integer, String, and_, case, func, literal
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.settlement import books
-from services.settlement.domain import CareLine, CareSummary, NewCare, routing_days
+from services.settlement.domain import CareLine, CareSummary, NewCare, exact_rate, routing_days
 from shared.reference import ReferenceData as RegistryCopy
 
 cl = books.care_lines
@@ -39,11 +39,11 @@ def _care_line(row: Any, parsed: dict[bytes, tuple[tuple[str, str], ...]]) -> Ca
     return CareLine(registration_id=row.registration_id, date=row.date, cost_cent_minutes=row.cost_cent_minutes,
                     minutes=row.minutes, attributions=attributions, attributed_to=row.attributed_to,
                     voided=row.voided, known_since_close=row.known_since_close,
-                    voided_since_close=row.voided_since_close)
+                    voided_since_close=row.voided_since_close, funder=row.funder)
 
 
 LINE_COLUMNS = (cl.c.registration_id, cl.c.date, cl.c.cost_cent_minutes, cl.c.minutes, cl.c.attributions,
-                cl.c.attributed_to, cl.c.voided, cl.c.known_since_close, cl.c.voided_since_close)
+                cl.c.attributed_to, cl.c.voided, cl.c.known_since_close, cl.c.voided_since_close, cl.c.funder)
 
 
 async def care_lines(conn: AsyncConnection, arrangement_id: str) -> list[CareLine]:
@@ -78,7 +78,7 @@ async def care_summaries(conn: AsyncConnection, registry: RegistryCopy, arrangem
         func.coalesce(func.max(cl.c.voided_since_close), 0),
     ).where(mine).group_by(cl.c.arrangement_id))).all()}
 
-    # domain._exact_rate: the rate where the cost divides by the minutes (NULL where it does not).
+    # domain.exact_rate: the rate where the cost divides by the minutes (NULL where it does not).
     rate = case((and_(cl.c.minutes > 0, cl.c.cost_cent_minutes % cl.c.minutes == 0),
                  cl.c.cost_cent_minutes // cl.c.minutes), else_=None)
     days = routing_days(registry.municipalities, previous_end, period_end)
@@ -88,8 +88,10 @@ async def care_summaries(conn: AsyncConnection, registry: RegistryCopy, arrangem
     residences = cl.c.residences if per_residence else literal("", String)
     # A subquery, so that GROUP BY names plain columns (PostgreSQL would not match the bound parameters of
     # the CASE in the select list to those in a GROUP BY expression).
+    # The municipalities' care only: care a framework routes to a funder comes back line by line below.
     per_line = (select(cl.c.arrangement_id, routing.label("routing"), residences.label("residences"),
-                       rate.label("rate"), cl.c.cost_cent_minutes, cl.c.minutes).where(this_close).subquery())
+                       rate.label("rate"), cl.c.cost_cent_minutes, cl.c.minutes)
+                .where(this_close, cl.c.funder.is_(None)).subquery())
     rows = (await conn.execute(
         select(per_line.c.arrangement_id, per_line.c.routing, per_line.c.residences, per_line.c.rate,
                func.sum(per_line.c.cost_cent_minutes), func.sum(per_line.c.minutes))
@@ -97,14 +99,25 @@ async def care_summaries(conn: AsyncConnection, registry: RegistryCopy, arrangem
     groups: dict[str, dict[tuple[dt.date, tuple[str, ...]], list[int]]] = {a: {} for a in arrangement_ids}
     rates: dict[str, set[int]] = {a: set() for a in arrangement_ids}
     new_cost = dict.fromkeys(arrangement_ids, 0)
-    for arrangement_id, index, homes, exact_rate, cost, minutes in rows:
+    for arrangement_id, index, homes, line_rate, cost, minutes in rows:
         new_cost[arrangement_id] += int(cost)
-        if exact_rate is not None:
-            rates[arrangement_id].add(int(exact_rate))
+        if line_rate is not None:
+            rates[arrangement_id].add(int(line_rate))
         if per_residence:
             group = groups[arrangement_id].setdefault((days[index], tuple(homes.split(" "))), [0, 0])  # sorted
             group[0] += int(cost)
             group[1] += int(minutes)
+
+    framework: dict[str, list[CareLine]] = {a: [] for a in arrangement_ids}
+    parsed: dict[bytes, tuple[tuple[str, str], ...]] = {}
+    for row in (await conn.execute(select(cl.c.arrangement_id, *LINE_COLUMNS)
+                                   .where(this_close, cl.c.funder.is_not(None))
+                                   .order_by(cl.c.arrangement_id, cl.c.date, cl.c.registration_id))).all():
+        line = _care_line(row, parsed)
+        framework[row.arrangement_id].append(line)
+        rate_of = exact_rate(line.cost_cent_minutes, line.minutes)
+        if rate_of is not None:
+            rates[row.arrangement_id].add(rate_of)
 
     corrections: dict[str, list[CareLine]] = {a: [] for a in arrangement_ids}
     if previous_end is not None:
@@ -114,7 +127,6 @@ async def care_summaries(conn: AsyncConnection, registry: RegistryCopy, arrangem
             select(cl.c.arrangement_id, *LINE_COLUMNS)
             .where(mine, cl.c.date <= previous_end, or_(and_(before, not_(now)), and_(not_(before), now)))
             .order_by(cl.c.arrangement_id, cl.c.date, cl.c.registration_id))).all()
-        parsed: dict[bytes, tuple[tuple[str, str], ...]] = {}
         for row in rows:
             corrections[row.arrangement_id].append(_care_line(row, parsed))
 
@@ -129,5 +141,6 @@ async def care_summaries(conn: AsyncConnection, registry: RegistryCopy, arrangem
                            for (day, homes), (cost, minutes) in sorted(groups[arrangement_id].items())),
             corrections=tuple(corrections[arrangement_id]),
             latest_close_seen=max(int(total[2]), int(total[3])) if total else 0,
+            framework_care=tuple(framework[arrangement_id]),
         )
     return summaries

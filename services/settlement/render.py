@@ -21,7 +21,7 @@ from shared.money import format_decimal, format_euro_nl
 CSV_FIELDS = (
     "statement_id", "municipality", "period_start", "period_end", "kind", "description", "basis_unit",
     "basis_value", "amount", "registration_id", "original_period_start", "original_period_end",
-    "absorbed_from", "non_participating",
+    "absorbed_from", "non_participating", "funder", "pupils",
 )
 
 KIND_LABELS = {
@@ -29,6 +29,7 @@ KIND_LABELS = {
     "absorbed": "Absorbed",
     "correction": "Correction",
     "education_contribution": "Education contribution",
+    "contribution": "Contribution",
 }
 
 
@@ -49,7 +50,7 @@ def statement_csv(statement: Mapping[str, Any], dutch: bool = False) -> str:
     for line in statement["lines"]:
         writer.writerow([
             statement["statement_id"],
-            statement["municipality"],
+            statement.get("municipality") or "",
             statement["period_start"],
             statement["period_end"],
             line["kind"],
@@ -62,6 +63,8 @@ def statement_csv(statement: Mapping[str, Any], dutch: bool = False) -> str:
             line.get("original_period_end") or "",
             line.get("absorbed_from") or "",
             "true" if line.get("non_participating") else "false",
+            statement.get("funder") or statement.get("municipality") or "",
+            " ".join(line.get("pupils") or ()),
         ])
     return out.getvalue()
 
@@ -82,9 +85,17 @@ def _p(text: str, style: ParagraphStyle = _BODY) -> Paragraph:
     return Paragraph(escape(text), style)
 
 
+def _is_funder(statement: Mapping[str, Any]) -> bool:
+    """A statement to a funder other than a municipality (schema version 2 onwards)."""
+    return statement.get("funder_kind", "municipality") != "municipality"
+
+
 def _municipality_label(statement: Mapping[str, Any]) -> str:
-    name = statement.get("municipality_name")
-    return f"{name} ({statement['municipality']})" if name else statement["municipality"]
+    if _is_funder(statement):
+        name, code = statement.get("funder_name"), statement["funder"]
+    else:
+        name, code = statement.get("municipality_name"), statement["municipality"]
+    return f"{name} ({code})" if name else code
 
 
 def _nl_number(value: str) -> str:
@@ -96,6 +107,17 @@ def _basis_text(statement: Mapping[str, Any]) -> str:
     basis = statement["basis"]
     key = basis["key"]
     unit = basis["unit"].replace("_", " ")
+    if _is_funder(statement):
+        parts = []
+        if statement.get("frameworks"):
+            parts.append(f"Care registered under {', '.join(statement['frameworks'])} is charged in full to this "
+                         "funder, one line per registration.")
+        for c in statement.get("contributions") or ():
+            parts.append(f"Contribution {c.get('label') or ''} of {format_euro_nl(c['amount_cents'])}: "
+                         f"{format_euro_nl(c['applied_cents'])} used so far, first statements first, before "
+                         "the municipalities pay the rest.")
+        return " ".join(parts) + (f" This close, all funders together: charged "
+                                  f"{format_euro_nl(basis['close_total_cents'])}.")
     if key == "host_pays":
         text = (f"Key host_pays: the host municipality pays all care ({_nl_number(basis['total_count'])} "
                 f"attributed minutes); the residence breakdown below is for information only.")
@@ -144,7 +166,7 @@ def _story(statement: Mapping[str, Any], region_name: str, max_lines: int) -> li
     school = statement.get("school_name")
     school_text = f"{school} ({statement['school_id']})" if school else statement["school_id"]
     meta = [
-        ["Municipality", _municipality_label(statement)],
+        ["Funder" if _is_funder(statement) else "Municipality", _municipality_label(statement)],
         ["Statement id", statement["statement_id"]],
         ["Issue date", statement["issued_on"]],
         ["Arrangement", statement["arrangement_id"]],

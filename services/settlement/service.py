@@ -29,9 +29,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from services.settlement import books
 from services.settlement import queries
 from services.settlement.domain import (PERIOD_KEYS, ArrangementContext, CareLine, Close, CloseResult,
-                                        SettlementError, close_summarised,
-                                        cumulative_cost_cent_minutes, education_applied_cents,
-                                        find_identical_close, invariant_problems, net_cost_cents)
+                                        SettlementError, close_summarised, find_identical_close,
+                                        invariant_problems, net_cost_cents, settled_by_lines_cents)
 from shared import topics
 from shared.db import insert_dicts, readonly, select_where_in
 from shared.events import CareLogged, CareVoided, Event, StatementIssued
@@ -70,7 +69,7 @@ class CloseOutcome:
 
 def _summary(row: Any) -> dict[str, Any]:
     return {"statement_id": row.statement_id, "arrangement_id": row.arrangement_id,
-            "municipality": row.municipality, "period_start": row.period_start.isoformat(),
+            "funder": row.funder or row.municipality, "municipality": row.municipality, "period_start": row.period_start.isoformat(),
             "period_end": row.period_end.isoformat(), "close_sequence": row.close_sequence,
             "total_cents": row.total_cents, "issued_at": row.issued_at.isoformat()}
 
@@ -132,7 +131,7 @@ class SettlementService:
             "attributions": orjson.dumps([[a.pupil_ref, a.municipality] for a in event.attributions]),
             "residences": books.residences_column((a.pupil_ref, a.municipality) for a in event.attributions),
             "attributed_to": event.attributed_to, "known_since_close": batch.closes_made[event.arrangement_id],
-            "voided": False, "voided_since_close": None,
+            "voided": False, "voided_since_close": None, "funder": event.funder,
         }
         count(EVENTS_PROCESSED, SERVICE, event.type)
 
@@ -181,6 +180,7 @@ class SettlementService:
             municipalities=dict(self.registry.municipalities),
             pupils=self.registry.pupils_of_groups(arrangement.school_id, arrangement.group_ids),
             school_name=school.name,
+            funders={f: self.registry.funders[f] for f in arrangement.settlement.funders() if f in self.registry.funders},
         )
 
     async def close(self, request: CloseRequest, registry_version: int = 0) -> CloseOutcome:
@@ -250,8 +250,8 @@ class SettlementService:
             log.info("closed %s %s..%s (close %d): %d statements, %d cents", arrangement_id, close.period_start,
                      close.period_end, close.sequence, len(result.statements), close.charged_cents)
             outcomes[arrangement_id] = CloseOutcome(True, close, [
-                {"statement_id": s["statement_id"], "municipality": s["municipality"],
-                 "total_cents": s["total_cents"]} for s in result.statements])
+                {"statement_id": s["statement_id"], "funder": s["funder"], "funder_kind": s["funder_kind"],
+                 "municipality": s["municipality"], "total_cents": s["total_cents"]} for s in result.statements])
         return [outcomes[arrangement_id] for arrangement_id in request.arrangement_ids]
 
     async def _record_closes(self, conn: AsyncConnection, results: list[CloseResult], now: dt.datetime) -> None:
@@ -265,15 +265,17 @@ class SettlementService:
             for statement in result.statements:
                 statement_rows.append({
                     "statement_id": statement["statement_id"], "arrangement_id": close.arrangement_id,
-                    "municipality": statement["municipality"], "close_sequence": close.sequence,
+                    "municipality": statement["municipality"], "funder": statement["funder"],
+                    "close_sequence": close.sequence,
                     "period_start": close.period_start, "period_end": close.period_end,
                     "total_cents": statement["total_cents"], "issued_at": now, "doc": orjson.dumps(statement)})
                 event = StatementIssued(
                     event_id=f"statement:{statement['statement_id']}", statement_id=statement["statement_id"],
-                    municipality=statement["municipality"], arrangement_id=close.arrangement_id,
+                    municipality=statement["municipality"], funder=statement["funder"],
+                    funder_kind=statement["funder_kind"], arrangement_id=close.arrangement_id,
                     period_start=close.period_start, period_end=close.period_end,
                     total_cents=statement["total_cents"], statement=statement)
-                outgoing.append(OutgoingEvent(topics.STATEMENTS, statement["municipality"].encode(), event.to_bytes()))
+                outgoing.append(OutgoingEvent(topics.STATEMENTS, statement["funder"].encode(), event.to_bytes()))
         await conn.execute(books.closes.insert(), closes)
         state = books.arrangement_state
         await conn.execute(update(state).where(state.c.arrangement_id == bindparam("for_arrangement"))
@@ -293,35 +295,37 @@ class SettlementService:
         return histories
 
     async def _close_statements(self, conn: AsyncConnection, closes: list[Close]) -> list[list[dict[str, Any]]]:
-        """The statement summaries each of `closes` issued, by municipality."""
+        """The statement summaries each of `closes` issued, by funder."""
         if not closes:
             return []
         st = books.statements
         wanted = {(close.arrangement_id, close.sequence): [] for close in closes}
         rows = (await conn.execute(select(st.c.arrangement_id, st.c.close_sequence, st.c.statement_id,
-                                          st.c.municipality, st.c.total_cents)
+                                          st.c.municipality, st.c.funder, st.c.total_cents)
                                    .where(st.c.arrangement_id.in_(list({c.arrangement_id for c in closes})))
-                                   .order_by(st.c.municipality))).all()
+                                   .order_by(st.c.funder))).all()
         for r in rows:
             found = wanted.get((r.arrangement_id, r.close_sequence))
             if found is not None:
-                found.append({"statement_id": r.statement_id, "municipality": r.municipality,
-                              "total_cents": r.total_cents})
+                found.append({"statement_id": r.statement_id, "funder": r.funder,
+                              "funder_kind": "municipality" if r.municipality else "funder",
+                              "municipality": r.municipality, "total_cents": r.total_cents})
         return [wanted[(close.arrangement_id, close.sequence)] for close in closes]
 
     # -- reading statements ------------------------------------------------------------------------------
-    async def statements(self, municipality: str | None = None, arrangement_id: str | None = None
+    async def statements(self, funder: str | None = None, arrangement_id: str | None = None
                          ) -> list[dict[str, Any]]:
+        """Summaries, optionally of one funder's (a municipality code or a funder id) or one arrangement's."""
         st = books.statements
-        query = select(st.c.statement_id, st.c.arrangement_id, st.c.municipality, st.c.period_start,
+        query = select(st.c.statement_id, st.c.arrangement_id, st.c.municipality, st.c.funder, st.c.period_start,
                        st.c.period_end, st.c.close_sequence, st.c.total_cents, st.c.issued_at)
-        if municipality:
-            query = query.where(st.c.municipality == municipality)
+        if funder:
+            query = query.where(st.c.funder == funder)
         if arrangement_id:
             query = query.where(st.c.arrangement_id == arrangement_id)
         async with self.read_engine.connect() as conn:
             rows = (await conn.execute(query.order_by(st.c.arrangement_id, st.c.close_sequence,
-                                                      st.c.municipality))).all()
+                                                      st.c.funder))).all()
         return [_summary(r) for r in rows]
 
     async def statement(self, statement_id: str) -> dict[str, Any] | None:
@@ -362,21 +366,14 @@ class SettlementService:
         try:
             context = self.context_of(arr_id)
             arrangement = context.arrangement
-            contribution = arrangement.settlement.education_contribution_cents
         except UnknownArrangement as exc:
-            context, arrangement, contribution = None, None, 0
+            context, arrangement = None, None
             problems.append(str(exc))
-        if history:
-            last = history[-1]
-            covered = cent_minutes_to_cents(cumulative_cost_cent_minutes(lines, last.sequence, last.period_end))
-            settled_by_lines = covered - education_applied_cents(contribution, covered)
-        else:
-            settled_by_lines = 0
+        settled_by_lines = settled_by_lines_cents(arrangement, lines, history)
         if arrangement is not None:
             net = net_cost_cents(arrangement, lines)
         else:
-            rounded = cent_minutes_to_cents(sum(line.cost_cent_minutes for line in lines if not line.voided))
-            net = rounded - education_applied_cents(contribution, rounded)
+            net = cent_minutes_to_cents(sum(line.cost_cent_minutes for line in lines if not line.voided))
         unsettled = net - settled_by_lines
         if context is not None:
             problems += invariant_problems(context, lines, history, issued)

@@ -340,3 +340,35 @@ def test_unlisted_enrolled_pupil_without_residence_rejected():
     b = standard().pupil("focus", "p7", "g1", [lives(VENRAY, D(2025, 10, 1))])
     text = rejected(assess(reg(day=D(2025, 9, 15)), b.copy))
     assert "p7" in text and "residence" in text
+
+
+# -- funding laws: routed to a framework funder, to the municipalities, or refused -----------------------
+
+def with_frameworks(frameworks: dict[str, str]) -> Builder:
+    """The standard region, pot-1 routing `frameworks` (law -> funder)."""
+    b = standard()
+    pot = b.copy.arrangements["pot-1"]
+    policy = pot.settlement.model_copy(update={"frameworks": frameworks})
+    return b.put("arrangement", "pot-1", pot.model_copy(update={"settlement": policy}))
+
+
+def tagged(funding: str | None) -> Registration:
+    return reg().model_copy(update={"funding": funding})
+
+
+@pytest.mark.parametrize("law", ["wlz", "zvw", "education"])
+def test_a_law_no_framework_routes_and_the_municipalities_do_not_pay_is_rejected_naming_it(law: str):
+    text = rejected(assess(tagged(law), with_frameworks({}).copy))
+    assert f"funding '{law}' is not routed by arrangement 'pot-1'" in text
+
+
+@pytest.mark.parametrize("law", [None, "jeugdwet", "wmo"])
+def test_untagged_jeugdwet_and_unmapped_wmo_care_is_for_the_municipalities(law: str | None):
+    assert accepted(assess(tagged(law), with_frameworks({"wlz": "WLZ-ZK"}).copy)).funder is None
+
+
+def test_a_routed_law_names_its_funder_and_keeps_the_attributions():
+    b = with_frameworks({"wlz": "WLZ-ZK", "wmo": "WMO-FONDS"})
+    wlz = accepted(assess(tagged("wlz"), b.copy))
+    assert wlz.funder == "WLZ-ZK" and wlz.cost_cent_minutes == 60 * 6500 and wlz.attributions
+    assert accepted(assess(tagged("wmo"), b.copy)).funder == "WMO-FONDS"

@@ -49,7 +49,8 @@ def context(key: str) -> ArrangementContext:
     arrangement = Arrangement.model_validate({
         "school_id": "focus", "group_ids": ["g1"], "start": "2025-01-01", "end": "2025-12-31",
         "rates": [{"from": "2025-01-01", "hourly_rate_cents": 6500}], "cap_cents": 10**9,
-        "settlement": {"key": key, "non_participating": "bill",
+        "settlement": {"key": key, "non_participating": "bill", "frameworks": {"wlz": "WLZ-ZK"},
+                       "contributions": [{"funder": "BEL", "amount_cents": 5000}],
                        **({"shares": {HOST: 2, "GM1507": 1}} if key == "fixed_shares" else {})}})
     return ArrangementContext(arrangement_id="arr", arrangement=arrangement, host_municipality=HOST,
                               municipalities=dict(copy.municipalities))
@@ -89,7 +90,8 @@ def books_(draw: st.DrawFn) -> tuple[list[CareLine], list[int], int]:
             cost_cent_minutes=cost, minutes=minutes,
             attributions=tuple((f"p{i}", home) for i, home in enumerate(pupils)),
             attributed_to="listed", voided=voided, known_since_close=known,
-            voided_since_close=draw(st.integers(known, closes_made)) if voided else None))
+            voided_since_close=draw(st.integers(known, closes_made)) if voided else None,
+            funder=draw(st.sampled_from([None, None, None, "WLZ-ZK"]))))  # now and then Wlz care
     return lines, ends, period_end
 
 
@@ -106,7 +108,7 @@ async def compare_sums(engine: AsyncEngine, lines: list[CareLine], ends: list[in
                 "attributions": orjson.dumps([list(a) for a in line.attributions]),
                 "residences": books.residences_column(line.attributions),
                 "attributed_to": line.attributed_to, "known_since_close": line.known_since_close,
-                "voided": line.voided, "voided_since_close": line.voided_since_close}
+                "voided": line.voided, "voided_since_close": line.voided_since_close, "funder": line.funder}
                 for arrangement_id, copies in (("arr", lines), ("twin", twins)) for line in copies])
         # Another arrangement's lines must not leak into the sums.
         await conn.execute(books.care_lines.insert().values(
@@ -153,7 +155,7 @@ def test_a_close_from_the_sums_issues_the_same_statements_as_from_the_lines(
     ctx = context(key)
     period_end = YEAR + dt.timedelta(days=period_end_day)
     first = [CareLine(line.registration_id, line.date, line.cost_cent_minutes, line.minutes, line.attributions,
-                      line.attributed_to) for line in lines]
+                      line.attributed_to, funder=line.funder) for line in lines]
     by_lines = close_period(ctx, first, [], YEAR, period_end, period_end)
     by_sums = close_summarised(ctx, summarise_care(ctx, first, [], period_end), [], YEAR, period_end, period_end)
     assert orjson.dumps(by_sums.statements) == orjson.dumps(by_lines.statements)
