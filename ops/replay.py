@@ -9,7 +9,10 @@ that no worker of the service answers on its port.
 
 Which services can be rebuilt this way:
 
-* budget: everything (pots, ledger, alert counters) follows from `care.logged`.
+* budget: everything (pots, ledger, alert counters, payments) follows from `care.logged` and
+  `arrangement.payments`, but only while it has issued no final settlement: those are decisions taken on HTTP
+  calls (POST /arrangements/{id}/final-settlement), published on `budget.final_settlements` but not consumed
+  back. The command refuses when the books hold one.
 * hours: everything follows from `hours.submitted`, judged again against the registry copy as it is now
   (the same verdicts as long as reference data was not changed retroactively). The regenerated care events
   carry the same deterministic event ids, so budget and settlement ignore them as duplicates.
@@ -41,7 +44,8 @@ class ReplayRefused(RuntimeError):
 
 
 async def _empty(url: str, service: str) -> list[str]:
-    """Drop every table of the service's database (after checking settlement made no close)."""
+    """Drop every table of the service's database (after checking settlement made no close and budget issued no
+    final settlement)."""
     engine = make_engine(url)
     try:
         async with engine.begin() as conn:
@@ -51,6 +55,11 @@ async def _empty(url: str, service: str) -> list[str]:
                 if closes:
                     raise ReplayRefused(f"settlement has made {closes} close(s): its closes and statements are not "
                                         "in any topic it consumes; restore its database from a backup instead")
+            if service == "budget" and "final_settlements" in names:
+                issued = (await conn.execute(text("SELECT COUNT(*) FROM final_settlements"))).scalar_one()
+                if issued:
+                    raise ReplayRefused(f"budget has issued {issued} final settlement(s): they are not in any topic "
+                                        "it consumes; restore its database from a backup instead")
             metadata = MetaData()
             await conn.run_sync(lambda sync: metadata.reflect(sync))
             await conn.run_sync(lambda sync: metadata.drop_all(sync))

@@ -38,3 +38,7 @@ ALL: tuple[TopicSpec, ...] = (
     TopicSpec(DEADLETTER, 1, True),
     TopicSpec(EPOCH, 1, True),
 )
+
+# budget -> anyone: final settlements (afrekening) issued to a pot's payee, key arrangement_id
+FINAL_SETTLEMENTS = "budget.final_settlements"
+ALL = ALL + (TopicSpec(FINAL_SETTLEMENTS, PARTITIONS, True),)

@@ -1,10 +1,16 @@
 """Budget service (Faust worker): the kernel consumes `care.logged` into BudgetService; its gauges and views."""
 from __future__ import annotations
 
+import asyncio
 import logging
 
+import orjson
+from faust.web import View
+
 from services.budget import books, metrics
-from services.budget.service import SERVICE, BudgetService
+from services.budget.final_settlement import NotLatest, TooEarly, UnknownSupersedes
+from services.budget.render import final_settlement_csv, final_settlement_pdf
+from services.budget.service import SERVICE, BudgetService, RegistryBehind, UnknownArrangement
 from shared.streams import make_runtime
 
 log = logging.getLogger("zorgpot.budget")
@@ -73,3 +79,56 @@ async def pot_view(web, request, arrangement_id: str):  # noqa: ANN001
 @app.page("/internal/reconciliation")
 async def reconciliation_view(web, request):  # noqa: ANN001
     return web.json(await service.reconciliation())
+
+
+# -- final settlements (design.md section 10): the gateway authenticates and authorises, these only answer ---
+
+@app.page("/internal/final-settlements")
+class FinalSettlementIssueView(View):
+    async def post(self, request):  # noqa: ANN001, ANN201
+        """{arrangement_id, supersedes?, registry_version?} -> 201 the new document, 200 the one issued before."""
+        await rt.books_ready.wait()
+        try:
+            body = orjson.loads(await request.read())
+            arrangement_id, supersedes = body["arrangement_id"], body.get("supersedes")
+            version = int(body.get("registry_version", 0))
+            if not isinstance(arrangement_id, str) or not (supersedes is None or isinstance(supersedes, str)):
+                raise TypeError("arrangement_id and supersedes must be strings")
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            return self.json({"detail": f"body is not a final settlement request: {exc!r}"}, status=422)
+        try:
+            doc, created = await service.issue_final_settlement(arrangement_id, supersedes, version)
+        except UnknownArrangement as exc:
+            return self.json({"detail": str(exc)}, status=404)
+        except RegistryBehind as exc:
+            return self.json({"detail": str(exc)}, status=503)
+        except (TooEarly, NotLatest) as exc:
+            return self.json({"detail": str(exc)}, status=409)
+        except UnknownSupersedes as exc:
+            return self.json({"detail": [{"field": "supersedes", "msg": str(exc)}]}, status=422)
+        return self.json(doc, status=201 if created else 200)
+
+
+@app.page("/internal/arrangements/{arrangement_id}/final-settlements")
+async def final_settlements_view(web, request, arrangement_id: str):  # noqa: ANN001
+    await rt.books_ready.wait()
+    return web.json({"final_settlements": await service.final_settlements(arrangement_id)})
+
+
+@app.page("/internal/final-settlements/{final_settlement_id}")
+async def final_settlement_view(web, request, final_settlement_id: str):  # noqa: ANN001
+    """?format=json|csv|pdf (&dutch=1 for a CSV with ';' and decimal comma)."""
+    await rt.books_ready.wait()
+    doc = await service.final_settlement(final_settlement_id)
+    if doc is None:
+        return web.json({"detail": f"final settlement {final_settlement_id!r} not found"}, status=404)
+    fmt = request.query.get("format", "json")
+    if fmt == "csv":
+        dutch = (request.query.get("dutch") or "").lower() in ("1", "true", "yes")
+        return web.bytes(final_settlement_csv(doc, dutch=dutch).encode("utf-8"), content_type="text/csv")
+    if fmt == "pdf":
+        pdf = await asyncio.to_thread(final_settlement_pdf, doc, rt.settings.region_name)
+        return web.bytes(pdf, content_type="application/pdf")
+    if fmt != "json":
+        return web.json({"detail": "format must be json, csv or pdf"}, status=422)
+    return web.json(doc)

@@ -8,7 +8,8 @@ reconciliation can sum the ledger in SQL, independently of the books.
 """
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Column, Date, Index, Integer, LargeBinary, MetaData, String, Table
+from sqlalchemy import (BigInteger, Boolean, Column, Date, Index, Integer, LargeBinary, MetaData, String, Table,
+                        UniqueConstraint)
 
 metadata = MetaData()
 
@@ -41,4 +42,20 @@ payments = Table(
     Column("arrangement_id", String(64), nullable=False, index=True),
     Column("date", Date, nullable=False),
     Column("amount_cents", Integer, nullable=False),
+)
+
+# Final settlements (afrekening, design.md section 10): one immutable document per version, decided on an HTTP
+# call (not derived from a topic the service consumes), so `ops replay-from-start budget` refuses while any exist.
+final_settlements = Table(
+    "final_settlements", metadata,
+    Column("final_settlement_id", String(200), primary_key=True),
+    Column("arrangement_id", String(64), nullable=False, index=True),
+    Column("version", Integer, nullable=False),
+    Column("school_id", String(64), nullable=False),
+    Column("issued_on", Date, nullable=False),
+    Column("supersedes", String(200), nullable=True),
+    Column("delivered_cents", BigInteger, nullable=False),
+    Column("balance_cents", BigInteger, nullable=False),
+    Column("document", LargeBinary, nullable=False),
+    UniqueConstraint("arrangement_id", "version", name="uq_final_settlements_version"),
 )

@@ -565,8 +565,21 @@ def weekly_series(arrangement: Arrangement, book: PotBook, today: dt.date) -> li
     return rows
 
 
+def after_final_settlement(spent_cents: int, latest: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Pot fields for the latest final settlement (services/budget/final_settlement.py): the delivered cost
+    that changed after it (care or voids booked since: spent now minus the delivered cost it counted), 0 and
+    no id without one."""
+    if latest is None:
+        return {"final_settlement_id": None, "final_settlement_version": None, "after_final_settlement_cents": 0,
+                "after_final_settlement_display": format_euro(0)}
+    after = spent_cents - int(latest["delivered_cents"])
+    return {"final_settlement_id": latest["final_settlement_id"], "final_settlement_version": latest["version"],
+            "after_final_settlement_cents": after, "after_final_settlement_display": format_euro(after)}
+
+
 def pot_figures(arrangement: Arrangement, book: PotBook, today: dt.date,
-                payments: Sequence[Payment] = ()) -> dict[str, Any]:
+                payments: Sequence[Payment] = (), final_settlement: Mapping[str, Any] | None = None
+                ) -> dict[str, Any]:
     """The section-6 figures of one pot, JSON-able (dates as ISO strings, dict keys as strings).
 
     Paid figures come from the payments actually recorded (design.md section 10), not from due dates: an
@@ -574,7 +587,8 @@ def pot_figures(arrangement: Arrangement, book: PotBook, today: dt.date,
 
     Every cent figure is rounded once from the exact amount, except the ones defined as differences of
     shown figures so that the display adds up: remaining = cap - spent, savings = individual equivalent
-    - spent, true_up = spent - installments paid.
+    - spent, true_up = spent - installments paid, after_final_settlement = spent - what the latest final
+    settlement (`final_settlement`, its document) counted as delivered.
     """
     cap = arrangement.cap_cents
     spent_exact = Fraction(book.spent_cent_minutes, CENT_MINUTES_PER_CENT)
@@ -679,4 +693,5 @@ def pot_figures(arrangement: Arrangement, book: PotBook, today: dt.date,
         "weekly": weekly_series(arrangement, book, today),
         "by_budget_year": by_budget_year,
         "by_school_year": by_school_year,
+        **after_final_settlement(spent, final_settlement),
     }

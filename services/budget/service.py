@@ -21,14 +21,16 @@ from typing import Any, Callable, Iterable
 
 import orjson
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.budget import books
 from services.budget.domain import (LoggedFacts, Payment, PotBook, apply_logged, apply_voided, crossed_alerts,
                                     pot_figures, reconciliation_cents, rearm_alerts, update_alerts)
+from services.budget.final_settlement import check_may_issue, decide, final_settlement_document
 from shared import topics
 from shared.db import insert_dicts, readonly, select_where_in
-from shared.events import BudgetAlert, CareLogged, CareVoided, Event, PaymentRecorded
+from shared.events import BudgetAlert, CareLogged, CareVoided, Event, FinalSettlementIssued, PaymentRecorded
 from shared.kernel import Park, Subscription, UnitOfWork
 from shared.outbox import OutgoingEvent, enqueue
 from shared.registry import RegistryCopy
@@ -38,6 +40,15 @@ from shared.timeutil import today
 
 log = logging.getLogger("zorgpot.budget")
 SERVICE = "budget"
+REGISTRY_WAIT_S = 5.0  # how long an issue waits for the registry version the gateway had
+
+
+class UnknownArrangement(LookupError):
+    """The registry copy does not have the arrangement (HTTP 404)."""
+
+
+class RegistryBehind(RuntimeError):
+    """The registry copy has not caught up with the version the gateway had (HTTP 503, retry)."""
 
 
 @dataclass
@@ -240,10 +251,10 @@ class BudgetService:
 
     # -- reading --------------------------------------------------------------------------------------
     def figures(self, arrangement_id: str, arrangement: Arrangement, book: PotBook,
-                payments: Iterable[Payment] = ()) -> dict[str, Any]:
+                payments: Iterable[Payment] = (), final_settlement: dict[str, Any] | None = None) -> dict[str, Any]:
         """The domain's pot figures plus who the pot belongs to."""
         school = self.registry.schools.get(arrangement.school_id)
-        figures = pot_figures(arrangement, book, self.clock(), list(payments))
+        figures = pot_figures(arrangement, book, self.clock(), list(payments), final_settlement)
         if figures["host_municipality"] is None and school is not None:
             figures["host_municipality"] = school.municipality  # nothing booked yet: the school's host
         return {"arrangement_id": arrangement_id, "school_id": arrangement.school_id,
@@ -261,14 +272,103 @@ class BudgetService:
             return []
         async with self.read_engine.connect() as conn:
             stored = await self._load_pots(conn, wanted)
-            paid: dict[str, list[Payment]] = {}
-            p = books.payments
-            for row in (await conn.execute(select(p.c.arrangement_id, p.c.payment_id, p.c.date, p.c.amount_cents)
-                                           .where(p.c.arrangement_id.in_(wanted))
-                                           .order_by(p.c.date, p.c.payment_id))).all():
-                paid.setdefault(row.arrangement_id, []).append(Payment(row.payment_id, row.date, row.amount_cents))
+            paid = await self._payments(conn, wanted)
+            settled = await self._latest_final_settlements(conn, wanted)
         return [self.figures(aid, self.registry.arrangements[aid], stored[aid].book if aid in stored else PotBook(),
-                             paid.get(aid, ())) for aid in wanted]
+                             paid.get(aid, ()), settled.get(aid)) for aid in wanted]
+
+    async def _payments(self, conn: AsyncConnection, arrangement_ids: Iterable[str]) -> dict[str, list[Payment]]:
+        paid: dict[str, list[Payment]] = {}
+        p = books.payments
+        for row in (await conn.execute(select(p.c.arrangement_id, p.c.payment_id, p.c.date, p.c.amount_cents)
+                                       .where(p.c.arrangement_id.in_(list(arrangement_ids)))
+                                       .order_by(p.c.date, p.c.payment_id))).all():
+            paid.setdefault(row.arrangement_id, []).append(Payment(row.payment_id, row.date, row.amount_cents))
+        return paid
+
+    # -- final settlements (design.md section 10; services/budget/final_settlement.py) -------------------
+    async def _latest_final_settlements(self, conn: AsyncConnection, arrangement_ids: Iterable[str]
+                                        ) -> dict[str, dict[str, Any]]:
+        """The latest version's document per arrangement that has one."""
+        fs = books.final_settlements
+        latest = (select(fs.c.arrangement_id, func.max(fs.c.version).label("version"))
+                  .where(fs.c.arrangement_id.in_(list(arrangement_ids))).group_by(fs.c.arrangement_id).subquery())
+        rows = (await conn.execute(select(fs.c.arrangement_id, fs.c.document).join(
+            latest, (fs.c.arrangement_id == latest.c.arrangement_id) & (fs.c.version == latest.c.version)))).all()
+        return {row.arrangement_id: orjson.loads(row.document) for row in rows}
+
+    async def _final_settlement_docs(self, conn: AsyncConnection, arrangement_id: str) -> list[dict[str, Any]]:
+        fs = books.final_settlements
+        rows = (await conn.execute(select(fs.c.document).where(fs.c.arrangement_id == arrangement_id)
+                                   .order_by(fs.c.version))).all()
+        return [orjson.loads(row.document) for row in rows]
+
+    async def final_settlements(self, arrangement_id: str) -> list[dict[str, Any]]:
+        """Every version issued for the arrangement, oldest first."""
+        async with self.read_engine.connect() as conn:
+            return await self._final_settlement_docs(conn, arrangement_id)
+
+    async def final_settlement(self, final_settlement_id: str) -> dict[str, Any] | None:
+        fs = books.final_settlements
+        async with self.read_engine.connect() as conn:
+            row = (await conn.execute(select(fs.c.document)
+                                      .where(fs.c.final_settlement_id == final_settlement_id))).first()
+        return None if row is None else orjson.loads(row.document)
+
+    async def issue_final_settlement(self, arrangement_id: str, supersedes: str | None = None,
+                                     registry_version: int = 0) -> tuple[dict[str, Any], bool]:
+        """(document, created): issue the arrangement's final settlement, or answer with the one issued before
+        (`decide`). Raises UnknownArrangement, RegistryBehind, and the domain's FinalSettlementError kinds.
+
+        The document counts the care and payments this service has applied when it runs; what arrives later
+        shows on the pot as `after_final_settlement_cents` until a superseding version counts it. Stored with
+        its `final_settlement.issued` event (outbox) in one transaction."""
+        if not await self.registry.wait_for(registry_version, timeout=REGISTRY_WAIT_S):
+            raise RegistryBehind(f"registry copy at version {self.registry.version}, the request needs "
+                                 f"{registry_version}; try again shortly")
+        arrangement = self.registry.arrangements.get(arrangement_id)
+        if arrangement is None:
+            raise UnknownArrangement(f"arrangement {arrangement_id!r} is not registered")
+        for attempt in range(3):
+            try:
+                return await self._issue_final_settlement(arrangement_id, arrangement, supersedes)
+            except IntegrityError:  # a concurrent request issued this version first: decide again
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _issue_final_settlement(self, arrangement_id: str, arrangement: Arrangement, supersedes: str | None
+                                      ) -> tuple[dict[str, Any], bool]:
+        async with self.engine.begin() as conn:
+            decision = decide(await self._final_settlement_docs(conn, arrangement_id), supersedes)
+            if decision.existing is not None:
+                return dict(decision.existing), False
+            today = self.clock()
+            check_may_issue(arrangement, today)
+            pots = await self._load_pots(conn, [arrangement_id], for_update=True)
+            book = pots[arrangement_id].book if arrangement_id in pots else PotBook()
+            payments = (await self._payments(conn, [arrangement_id])).get(arrangement_id, [])
+            school = self.registry.schools.get(arrangement.school_id)
+            doc = final_settlement_document(arrangement_id, arrangement, book, payments, today,
+                                            version=decision.version, supersedes=decision.supersedes,
+                                            school_name=school.name if school else None)
+            await conn.execute(books.final_settlements.insert().values(
+                final_settlement_id=doc["final_settlement_id"], arrangement_id=arrangement_id, version=doc["version"],
+                school_id=arrangement.school_id, issued_on=today, supersedes=doc["supersedes"],
+                delivered_cents=doc["delivered_cents"], balance_cents=doc["balance_cents"], document=_dumps(doc)))
+            event = FinalSettlementIssued(
+                event_id=f"final-settlement:{doc['final_settlement_id']}",
+                final_settlement_id=doc["final_settlement_id"], arrangement_id=arrangement_id,
+                school_id=arrangement.school_id, version=doc["version"], supersedes=doc["supersedes"],
+                delivered_cents=doc["delivered_cents"], paid_cents=doc["paid_cents"],
+                balance_cents=doc["balance_cents"], document=doc)
+            await enqueue(conn, self.outbox, [OutgoingEvent(topics.FINAL_SETTLEMENTS, arrangement_id.encode(),
+                                                            event.to_bytes())])
+        self.wake_relay()
+        self.on_changed({arrangement_id})
+        log.info("final settlement %s issued: delivered %d, paid %d, balance %d cents", doc["final_settlement_id"],
+                 doc["delivered_cents"], doc["paid_cents"], doc["balance_cents"])
+        return doc, True
 
     async def pot(self, arrangement_id: str) -> dict[str, Any] | None:
         found = await self.pots(arrangement_ids={arrangement_id})

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import update
 
 from services.gateway import books, dashboard, deadletters, payments, pots, settlements
+from services.gateway import final_settlements
 from services.gateway.auth import STATEMENT_ROLES, Principal, authenticate, forbid, hash_token, new_token, now_utc
 from services.gateway.deps import (RETRY_AFTER_S, CodePath, IdPath, NoNulStr, no_nul, require_broker,
                                    require_coordinator, service_get)
@@ -155,6 +156,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(settlements.router, prefix="/api/v1")
     app.include_router(deadletters.router, prefix="/api/v1")
     app.include_router(payments.router, prefix="/api/v1")
+    app.include_router(final_settlements.router, prefix="/api/v1")
     app.include_router(dashboard.router)  # /dashboard, outside the API prefix
     return app
 
@@ -254,10 +256,6 @@ def api_router() -> APIRouter:
     @r.put("/arrangements/{arrangement_id}", tags=["reference data"], dependencies=[Depends(require_broker)])
     async def put_arrangement(body: Arrangement, request: Request, arrangement_id: IdPath,
                               _: Principal = Depends(require_coordinator)):
-        for funder in sorted(body.settlement.funders()):
-            if await request.app.state.registry.get("funder", funder) is None:
-                raise HTTPException(422, [{"loc": ["body", "settlement"], "field": "settlement",
-                                           "msg": f"funder {funder!r} is not registered: PUT /funders/{funder} first"}])
         doc = body.model_dump(mode="json", by_alias=True)
         version = await request.app.state.registry.put("arrangement", arrangement_id, doc, school_id=body.school_id)
         return {"arrangement_id": arrangement_id, **doc, "registry_version": version}

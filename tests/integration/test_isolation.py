@@ -176,6 +176,21 @@ EXPECT: dict[tuple[str, str], list[Case]] = {
         lambda w: Probe("GET", f"/arrangements/{w.a.arrangement_id}/payments", subject=w.a.arrangement_id,
                         unknown="no-such-arrangement"),
         SCHOOL_RECORDS, allowed={"coordinator": 200, "school_a": 200})],
+    ("POST", "/api/v1/arrangements/{arrangement_id}/final-settlement"): [Case(
+        lambda w: Probe("POST", f"/arrangements/{w.a.arrangement_id}/final-settlement", subject=w.a.arrangement_id,
+                        unknown="no-such-arrangement"),
+        COORDINATOR_ONLY, allowed={"coordinator": 200})],  # the world issued it: a repeat, nothing changes
+    ("GET", "/api/v1/arrangements/{arrangement_id}/final-settlements"): [Case(
+        lambda w: Probe("GET", f"/arrangements/{w.a.arrangement_id}/final-settlements", subject=w.a.arrangement_id,
+                        unknown="no-such-arrangement"),
+        refused(school_b=404, municipality_x=403, municipality_y=403),
+        allowed={"coordinator": 200, "school_a": 200})],
+    ("GET", "/api/v1/final-settlements/{final_settlement_id}"): [
+        Case(lambda w, fmt=fmt: Probe("GET", f"/final-settlements/fs:{w.a.arrangement_id}:1{fmt}",
+                                      subject=w.a.arrangement_id, unknown="no-such-arrangement"),
+             refused(school_b=404, municipality_x=403, municipality_y=403),
+             allowed={"coordinator": 200, "school_a": 200})
+        for fmt in ("", "?format=csv&dutch=1", "?format=pdf")],
     ("GET", "/api/v1/deadletters"): [Case(lambda w: Probe("GET", "/deadletters"), COORDINATOR_ONLY,
                                           allowed={"coordinator": 200})],
     ("POST", "/api/v1/deadletters/{deadletter_id}/retry"): [Case(
@@ -234,6 +249,9 @@ def world(shared_stack) -> Iterator[World]:  # noqa: ANN001
                                                      "period_start": "2026-03-01", "period_end": "2026-03-31"})
         assert close.status_code == 201, close.text
         statement = next(s for s in close.json()["statements"] if s["municipality"] == X)
+        # A's arrangement has ended: its final settlement (a document only the coordinator and A may read).
+        final = api.post(f"/arrangements/{a.arrangement_id}/final-settlement")
+        assert final.status_code == 201, final.text
         tokens: dict[str, str | None] = {caller: issued[caller]["token"] for caller in CALLERS if caller in issued}
         tokens.update(coordinator=api.token, none=None)
         w = World(a, b, tokens, rid, statement["statement_id"], issued["victim_token"]["id"])
