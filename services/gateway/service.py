@@ -110,6 +110,9 @@ class RegistryWriter:
                 raise Invalid("settlement", f"municipality {code} is not registered")
             if policy.key == "youth_share" and municipality.get("youth_population") is None:
                 raise Invalid("settlement", f"key youth_share needs youth_population of municipality {code}")
+        for funder in sorted(policy.funders()):
+            if await registry_doc(conn, "funder", funder) is None:
+                raise Invalid("settlement", f"funder {funder!r} is not registered: PUT /funders/{funder} first")
         previous = await registry_doc(conn, "arrangement", arrangement_id)
         if previous is not None and previous["school_id"] != arr.school_id:
             raise Conflict(f"arrangement {arrangement_id!r} belongs to school {previous['school_id']!r}; "
