@@ -274,3 +274,30 @@ def submission_event_id(registration_id: str) -> str:
 def void_event_id(registration_id: str) -> str:
     return f"void:{registration_id}"
 
+
+# --- budget.final_settlements (budget -> anyone) -------------------------------------------------------
+
+class FinalSettlementIssued(Event):
+    """A final settlement (afrekening, design.md section 10) issued to a pot's payee by the budget service, in
+    the same transaction that stored it. `event_id` is `final-settlement:<final_settlement_id>`; `document` is
+    the whole immutable document (services/budget/final_settlement.py)."""
+
+    type: Literal["final_settlement.issued"] = "final_settlement.issued"
+    final_settlement_id: str
+    arrangement_id: str
+    school_id: str
+    version: int
+    supersedes: str | None = None
+    delivered_cents: int
+    paid_cents: int
+    balance_cents: int
+    document: dict[str, Any]
+
+
+# Every event type above, for parse_event and read_event (rebound here so that types appended later are readable).
+AnyEvent = Annotated[  # type: ignore[no-redef]
+    Union[RegistryChanged, HoursSubmitted, VoidRequested, CareLogged, CareVoided, HoursRejected,
+          BudgetAlert, StatementIssued, PaymentRecorded, DeadLettered, FinalSettlementIssued],
+    Field(discriminator="type"),
+]
+_ADAPTER = TypeAdapter(AnyEvent)
