@@ -48,6 +48,7 @@ class World:
     registration_id: str
     statement_id: str
     token_id: str  # a live token of school A: the object of DELETE /tokens/{id}
+    funder_id: str  # a funder (not a municipality) that pays part of A's pot
     secrets: set[str] = field(default_factory=set)  # must never show up in an answer to someone else
 
 
@@ -115,6 +116,14 @@ EXPECT: dict[tuple[str, str], list[Case]] = {
         lambda w: Probe("PUT", f"/municipalities/{X}", {"name": "Horst aan de Maas", "youth_population": 8000},
                         subject=X, unknown="GM9998"),
         COORDINATOR_ONLY, allowed={"coordinator": 200})],
+    ("PUT", "/api/v1/funders/{funder_id}"): [Case(
+        lambda w: Probe("PUT", f"/funders/{w.funder_id}", {"name": "Zorgkantoor", "kind": "wlz_office"},
+                        subject=w.funder_id, unknown="no-such-funder"),
+        COORDINATOR_ONLY, allowed={"coordinator": 200})],
+    ("GET", "/api/v1/funders/{funder_id}"): [Case(
+        lambda w: Probe("GET", f"/funders/{w.funder_id}", subject=w.funder_id, unknown="no-such-funder"),
+        refused(school_a=404, school_b=404, municipality_x=404, municipality_y=404),
+        allowed={"coordinator": 200})],
     ("PUT", "/api/v1/schools/{school_id}"): [Case(
         lambda w: Probe("PUT", f"/schools/{w.a.school_id}", {"name": "Test school", "municipality": w.a.host},
                         subject=w.a.school_id, unknown="no-such-school"),
@@ -232,6 +241,8 @@ def world(shared_stack) -> Iterator[World]:  # noqa: ANN001
     with Api(shared_stack) as api:
         a = Region(api).build(pupils_per_group=2)
         b = Region(api).build(pupils_per_group=2)
+        funder_id = f"iso-fund-{secrets.token_hex(4)}"
+        assert api.put(f"/funders/{funder_id}", {"name": "Zorgkantoor", "kind": "wlz_office"}).status_code == 200
         issued = {}
         for caller, role, subject in (("school_a", "school", a.school_id), ("school_b", "school", b.school_id),
                                       ("municipality_x", "municipality", X), ("municipality_y", "municipality", Y),
@@ -254,9 +265,9 @@ def world(shared_stack) -> Iterator[World]:  # noqa: ANN001
         assert final.status_code == 201, final.text
         tokens: dict[str, str | None] = {caller: issued[caller]["token"] for caller in CALLERS if caller in issued}
         tokens.update(coordinator=api.token, none=None)
-        w = World(a, b, tokens, rid, statement["statement_id"], issued["victim_token"]["id"])
+        w = World(a, b, tokens, rid, statement["statement_id"], issued["victim_token"]["id"], funder_id)
         # What nobody but A, X and the coordinator may learn: A's ids, X's statement, amounts, tokens.
-        w.secrets = {a.school_id, a.arrangement_id, rid, statement["statement_id"], issued["victim_token"]["id"],
+        w.secrets = {a.school_id, a.arrangement_id, rid, funder_id, statement["statement_id"], issued["victim_token"]["id"],
                      str(accepted["cost_cents"]), str(statement["total_cents"]),
                      *(info["token"] for info in issued.values()), *(info["id"] for info in issued.values())}
         assert accepted["cost_cents"] == 10400 and statement["total_cents"] == 10400  # 96 min at 65.00/h
