@@ -40,7 +40,7 @@ class RegistryChanged(Event):
 
     type: Literal["registry.changed"] = "registry.changed"
     version: int
-    kind: Literal["municipality", "school", "group", "pupil", "arrangement", "funder"]
+    kind: Literal["municipality", "school", "group", "pupil", "arrangement", "funder", "calendar", "board", "norm"]
     key: str  # "GM0984", "school", "school/group", "school/pupil_ref", "arrangement_id"
     doc: dict[str, Any]
 

@@ -9,7 +9,7 @@ import datetime as dt
 from collections import defaultdict
 from typing import Any
 
-from shared.schemas import Arrangement, Funder, Group, Municipality, Pupil, School
+from shared.schemas import Arrangement, Board, Calendar, Funder, Group, Municipality, Norm, Pupil, School
 
 
 class ReferenceData:
@@ -24,6 +24,9 @@ class ReferenceData:
         self.pupils_by_group: dict[tuple[str, str], set[str]] = defaultdict(set)
         self.arrangements: dict[str, Arrangement] = {}
         self.funders: dict[str, Funder] = {}
+        self.calendars: dict[str, Calendar] = {}
+        self.boards: dict[str, Board] = {}
+        self.norms: dict[str, Norm] = {}
         self.arrangements_by_group: dict[tuple[str, str], set[str]] = defaultdict(set)
         # (school, group, day) -> ((pupil_ref, residence or None), ...); cleared on every change.
         self._enrolled_memo: dict[tuple[str, str, dt.date], tuple[tuple[str, str | None], ...]] = {}
@@ -57,6 +60,12 @@ class ReferenceData:
                 self.arrangements_by_group[(arrangement.school_id, g)].add(key)
         elif kind == "funder":
             self.funders[key] = Funder.model_validate(doc)
+        elif kind == "calendar":
+            self.calendars[key] = Calendar.model_validate(doc)
+        elif kind == "board":
+            self.boards[key] = Board.model_validate(doc)
+        elif kind == "norm":
+            self.norms[key] = Norm.model_validate(doc)
         else:
             raise ValueError(f"unknown registry kind {kind!r}")
         self.version = max(self.version, version)

@@ -90,11 +90,33 @@ class Group(Model):
     name: str = Field(min_length=1, max_length=200)
 
 
+class CareNeed(Period):
+    """How much care a pupil needs, effective-dated (the per-pupil norm compares it with its threshold)."""
+
+    minutes_per_week: int = Field(ge=0, le=7 * 24 * 60)
+
+
+class Eligibility(Period):
+    """Whether a pupil's care may be charged to a collective pot on a day (double funding otherwise)."""
+
+    status: Literal["collective", "individual_decision", "excluded"]
+
+
 class Pupil(Model):
     group_id: SlugId
     enrolled_from: dt.date
     enrolled_until: dt.date | None = None
     residence: list[Residence] = Field(min_length=1)
+    care_need: list[CareNeed] = Field(default_factory=list)
+    eligibility: list[Eligibility] = Field(default_factory=list)  # none in force on a day: collective
+
+    def eligibility_on(self, day: dt.date) -> str:
+        found = in_force_on(self.eligibility, day)
+        return found.status if found else "collective"
+
+    def care_need_on(self, day: dt.date) -> int | None:
+        found = in_force_on(self.care_need, day)
+        return found.minutes_per_week if found else None
 
     def enrolled_on(self, day: dt.date) -> bool:
         return self.enrolled_from <= day and (self.enrolled_until is None or day <= self.enrolled_until)
@@ -108,6 +130,73 @@ class Pupil(Model):
         if self.enrolled_until is not None and self.enrolled_until < self.enrolled_from:
             raise ValueError("enrolled_until must not be before enrolled_from")
         return self
+
+
+class Holiday(Period):
+    name: str = Field(min_length=1, max_length=200)
+
+
+class Calendar(Model):
+    """A school calendar: school days are Monday to Friday outside the holidays (design.md section 11)."""
+
+    name: str = Field(min_length=1, max_length=200)
+    holidays: list[Holiday] = Field(default_factory=list)
+
+    def is_school_day(self, day: dt.date) -> bool:
+        return day.weekday() < 5 and in_force_on(self.holidays, day) is None
+
+    def school_days(self, start: dt.date, end: dt.date) -> int:
+        """School days in [start, end] (0 when end is before start)."""
+        return sum(1 for offset in range(max(0, (end - start).days + 1))
+                   if self.is_school_day(start + dt.timedelta(days=offset)))
+
+
+class Board(Model):
+    """A school board that may shift cap between its schools' pots within its own cap (drawing rights)."""
+
+    name: str = Field(min_length=1, max_length=200)
+    school_ids: list[SlugId] = Field(min_length=1)
+    cap_cents: int = Field(ge=0)
+
+
+class Transfer(Model):
+    """Cap moved from one of a board's pots to another (POST /boards/{board_id}/transfers)."""
+
+    transfer_id: SlugId
+    from_arrangement: SlugId
+    to_arrangement: SlugId
+    amount_cents: int = Field(gt=0)
+    date: dt.date
+
+    @model_validator(mode="after")
+    def _two_pots(self) -> "Transfer":
+        if self.from_arrangement == self.to_arrangement:
+            raise ValueError("from_arrangement and to_arrangement must differ")
+        return self
+
+
+class NormVersion(Model):
+    valid_from: dt.date = Field(alias="from")
+    threshold_minutes_per_week: int = Field(gt=0)
+    norm_minutes_per_week: int = Field(ge=0)
+
+
+class Norm(Model):
+    """A per-pupil norm (Nijmegen), re-set every year: each version applies from its date."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    versions: list[NormVersion] = Field(min_length=1)
+
+    def version_on(self, day: dt.date) -> NormVersion | None:
+        applicable = [v for v in self.versions if v.valid_from <= day]
+        return max(applicable, key=lambda v: v.valid_from) if applicable else None
+
+
+class PlanLine(Period):
+    """Planned care for one group: minutes a week from `from` (until `until`)."""
+
+    group_id: SlugId
+    minutes_per_week: int = Field(ge=0, le=7 * 24 * 60)
 
 
 class Rate(Model):
@@ -143,7 +232,7 @@ class Contribution(Model):
 
 
 class SettlementPolicy(Model):
-    key: Literal["residence_hours", "residence_pupils", "youth_share", "fixed_shares", "host_pays"]
+    key: Literal["residence_hours", "residence_pupils", "youth_share", "fixed_shares", "host_pays", "per_pupil_norm"]
     shares: dict[str, int] | None = None
     municipalities: list[str] | None = None
     education_contribution_cents: int = Field(default=0, ge=0)
@@ -193,11 +282,21 @@ class Arrangement(Model):
     installments: list[Installment] = Field(default_factory=list)
     alert_thresholds: list[float] = Field(default_factory=lambda: [0.8, 1.0])
     settlement: SettlementPolicy
+    calendar_id: SlugId | None = None  # elapsed share, burn ratio and forecast count its school days
+    plan: list[PlanLine] = Field(default_factory=list)  # planned capacity per group
+    capacity_alert_ratio: float = Field(default=0.5, gt=0, le=1)
+    norm_id: SlugId | None = None  # settlement key per_pupil_norm
+    non_resident_alert_share: float | None = Field(default=None, gt=0, le=1)
 
     @model_validator(mode="after")
     def _consistent(self) -> "Arrangement":
         if self.end < self.start:
             raise ValueError("end must not be before start")
+        for line in self.plan:
+            if line.group_id not in self.group_ids:
+                raise ValueError(f"plan: group {line.group_id!r} is not one of the arrangement's group_ids")
+        if self.settlement.key == "per_pupil_norm" and self.norm_id is None:
+            raise ValueError("settlement key per_pupil_norm needs norm_id")
         if min(r.valid_from for r in self.rates) > self.start:
             raise ValueError("rates: the first rate must start on or before the arrangement start")
         if any(not 0 < t <= 10 for t in self.alert_thresholds):
