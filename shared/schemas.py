@@ -14,6 +14,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 from shared.identity import REGISTRATION_ID, SLUG_ID, is_municipality_code, pupil_ref_problem
+from shared.settlement_keys import KEY_NAMES, KEYS
 from shared.timeutil import in_force_on, today
 
 TASK_CATEGORIES = {
@@ -35,7 +36,7 @@ FRAMEWORK_LAWS = ("wlz", "zvw", "education", "wmo")
 # Laws whose care the municipalities pay by the key when no framework routes it (design.md section 9).
 MUNICIPAL_LAWS = ("jeugdwet", "wmo")
 FUNDER_KINDS = ("wlz_office", "health_insurer", "school_partnership", "school_board", "subsidy_fund", "other")
-SETTLEMENT_KEYS = ("residence_hours", "residence_pupils", "youth_share", "fixed_shares", "host_pays")
+SETTLEMENT_KEYS = KEY_NAMES  # the registry in shared/settlement_keys.py
 
 SlugId = Annotated[str, Field(pattern=SLUG_ID.pattern, min_length=1, max_length=64)]
 
@@ -232,7 +233,7 @@ class Contribution(Model):
 
 
 class SettlementPolicy(Model):
-    key: Literal["residence_hours", "residence_pupils", "youth_share", "fixed_shares", "host_pays", "per_pupil_norm"]
+    key: Literal[KEY_NAMES]  # type: ignore[valid-type]  # shared/settlement_keys.py
     shares: dict[str, int] | None = None
     municipalities: list[str] | None = None
     education_contribution_cents: int = Field(default=0, ge=0)
@@ -262,11 +263,9 @@ class SettlementPolicy(Model):
             if is_municipality_code(funder):
                 raise ValueError(f"funder {funder!r}: a municipality is paid through the key, not as a framework "
                                  "or contribution funder")
-        if self.key == "fixed_shares":
-            if not self.shares or sum(self.shares.values()) <= 0 or min(self.shares.values()) < 0:
-                raise ValueError("key fixed_shares needs shares: {municipality code: non-negative weight}, sum > 0")
-        if self.key == "youth_share" and not self.municipalities:
-            raise ValueError("key youth_share needs municipalities: [municipality codes]")
+        problems = KEYS[self.key].problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
 
@@ -295,7 +294,7 @@ class Arrangement(Model):
         for line in self.plan:
             if line.group_id not in self.group_ids:
                 raise ValueError(f"plan: group {line.group_id!r} is not one of the arrangement's group_ids")
-        if self.settlement.key == "per_pupil_norm" and self.norm_id is None:
+        if self.settlement.key == "per_pupil_norm" and self.norm_id is None:  # once that key is offered
             raise ValueError("settlement key per_pupil_norm needs norm_id")
         if min(r.valid_from for r in self.rates) > self.start:
             raise ValueError("rates: the first rate must start on or before the arrangement start")

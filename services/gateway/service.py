@@ -17,6 +17,7 @@ from shared.events import (RegistryChanged, VoidRequested, hours_submitted_encod
 from shared.db import driver_value, insert_rows
 from shared.outbox import OutgoingEvent, enqueue
 from shared.schemas import REGISTRATIONS, Arrangement, Registration, content_hash_of
+from shared.settlement_keys import KEYS
 from shared.timeutil import intervals_overlap
 
 
@@ -96,6 +97,27 @@ class RegistryWriter:
                 raise Invalid("group_id", f"group {doc['group_id']!r} is not registered for school {school_id!r}")
         elif kind == "arrangement":
             await self._check_arrangement(conn, key, Arrangement.model_validate(doc))
+        elif kind == "board":
+            await self._check_board(conn, key, doc)
+
+    async def _check_board(self, conn: AsyncConnection, board_id: str, doc: dict[str, Any]) -> None:
+        """A board's schools are registered, listed once, and belong to no other board (a board token reads
+        its schools' pots: a school in two boards would show its pots to both)."""
+        seen: set[str] = set()
+        for school_id in doc["school_ids"]:
+            if school_id in seen:
+                raise Invalid("school_ids", f"school {school_id!r} is listed more than once")
+            seen.add(school_id)
+            if await registry_doc(conn, "school", school_id) is None:
+                raise Invalid("school_ids", f"school {school_id!r} is not registered")
+        rows = (await conn.execute(select(books.registry_entities.c.key, books.registry_entities.c.doc)
+                                   .where(books.registry_entities.c.kind == "board",
+                                          books.registry_entities.c.key != board_id))).all()
+        for row in rows:
+            shared_schools = seen & set(orjson.loads(row.doc)["school_ids"])
+            if shared_schools:
+                raise Conflict(f"school(s) {sorted(shared_schools)} already belong to board {row.key!r}; "
+                               "a school belongs to one board")
 
     async def _check_arrangement(self, conn: AsyncConnection, arrangement_id: str, arr: Arrangement) -> None:
         if await registry_doc(conn, "school", arr.school_id) is None:
@@ -103,13 +125,17 @@ class RegistryWriter:
         for group_id in arr.group_ids:
             if await registry_doc(conn, "group", f"{arr.school_id}/{group_id}") is None:
                 raise Invalid("group_ids", f"group {group_id!r} is not registered for school {arr.school_id!r}")
+        if arr.calendar_id is not None and await registry_doc(conn, "calendar", arr.calendar_id) is None:
+            raise Invalid("calendar_id", f"calendar {arr.calendar_id!r} is not registered: "
+                                         f"PUT /calendars/{arr.calendar_id} first")
         policy = arr.settlement
-        for code in (policy.municipalities or []) + list((policy.shares or {}).keys()):
+        key = KEYS[policy.key]
+        for code in key.named_municipalities(policy):
             municipality = await registry_doc(conn, "municipality", code)
             if municipality is None:
                 raise Invalid("settlement", f"municipality {code} is not registered")
-            if policy.key == "youth_share" and municipality.get("youth_population") is None:
-                raise Invalid("settlement", f"key youth_share needs youth_population of municipality {code}")
+            if key.needs_youth_population and municipality.get("youth_population") is None:
+                raise Invalid("settlement", f"key {key.name} needs youth_population of municipality {code}")
         for funder in sorted(policy.funders()):
             if await registry_doc(conn, "funder", funder) is None:
                 raise Invalid("settlement", f"funder {funder!r} is not registered: PUT /funders/{funder} first")

@@ -26,38 +26,32 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from bisect import bisect_left
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Hashable, Iterable, Mapping, NamedTuple, Sequence, TypeVar
 
+from services.settlement.keys import SPLITS
+from services.settlement.routing import (UNKNOWN_RESIDENCE, ArrangementContext, Bucket, PeriodBasis,
+                                         SettlementError, participates, participating_days, residences_of,
+                                         routing_day_of, routing_days)
 from shared.events import CareLogged
 from shared.money import CENT_MINUTES_PER_CENT, cent_minutes_to_cents, round_half_up
-from shared.schemas import Arrangement, Funder, Municipality, Pupil, SettlementPolicy
+from shared.schemas import Arrangement, SettlementPolicy
+from shared.settlement_keys import KEYS
+from shared.statements import STATEMENT_SCHEMA_VERSION, issue
 
-# 2: statements carry `funder`, `funder_kind` and `funder_name`; funders other than municipalities get
-# statements (design.md section 9). Version 1 statements (municipalities only) still read as they were.
-STATEMENT_SCHEMA_VERSION = 2
 
-# Keys whose split is decided per period (a weight per municipality), as opposed to per registration.
-PERIOD_KEYS = ("residence_pupils", "youth_share", "fixed_shares")
-# Keys that follow each registration's own pupils and their residence on the care date.
-REGISTRATION_KEYS = ("residence_hours", "host_pays")
+# Keys whose split is decided per period (a weight per municipality), as opposed to per registration
+# (each registration's own pupils and their residence on the care date): shared/settlement_keys.py.
+PERIOD_KEYS = tuple(name for name, key in KEYS.items() if key.by_period)
+REGISTRATION_KEYS = tuple(name for name, key in KEYS.items() if not key.by_period)
 
 LINE_KINDS = ("care", "absorbed", "correction", "education_contribution", "contribution")
-# Residence of a pupil-day the roster does not cover: nobody to bill, so the host absorbs it.
-UNKNOWN_RESIDENCE = "unknown"
-ONE_DAY = dt.timedelta(days=1)
-
 K = TypeVar("K", bound=Hashable)
 
 
-# --- errors ----------------------------------------------------------------------------------------
-
-class SettlementError(ValueError):
-    """The close cannot be made as asked: bad period, missing basis, inconsistent inputs (HTTP 422)."""
-
+# --- errors (SettlementError: services/settlement/routing.py) ---------------------------------------
 
 class PeriodConflictError(SettlementError):
     """The period overlaps a closed period, or lies before the last one (HTTP 409)."""
@@ -130,19 +124,6 @@ class CareLine:
         return dataclasses.replace(self, voided=True, voided_since_close=closes_made)
 
 
-@dataclass(frozen=True)
-class ArrangementContext:
-    """Reference data of one arrangement, as the settlement service's registry copy holds it."""
-
-    arrangement_id: str
-    arrangement: Arrangement
-    host_municipality: str  # the school's municipality
-    municipalities: Mapping[str, Municipality]
-    pupils: Sequence[tuple[str, Pupil]] = ()  # (pupil_ref, pupil) of the arrangement's groups
-    school_name: str | None = None
-    funders: Mapping[str, Funder] = field(default_factory=dict)  # the funders the policy names
-
-
 @dataclass(frozen=True, order=True)
 class NewCare:
     """New care (not a correction) summed over every registration that settles the same way.
@@ -183,14 +164,6 @@ class CareSummary:
     # This close's own care that a framework routes to a funder (not in the sums above, which are the
     # municipalities' care): one line per registration, since such statements list every registration.
     framework_care: tuple["CareLine", ...] = ()
-
-
-class Bucket(NamedTuple):
-    """Where a part of the cost lands: whose statement, absorbed for whom, billed while not participating."""
-
-    municipality: str
-    absorbed_from: str = ""  # non-empty: the host carries this part for that (non-participating) municipality
-    non_participating: bool = False  # policy "bill": kept on the municipality's own statement, marked
 
 
 @dataclass(frozen=True)
@@ -512,74 +485,6 @@ def invariant_problems(context: ArrangementContext, lines: Sequence[CareLine], h
     return problems
 
 
-# --- participation and period weights --------------------------------------------------------------
-
-def _days(start: dt.date, end: dt.date) -> Iterable[dt.date]:
-    for offset in range((end - start).days + 1):
-        yield start + dt.timedelta(days=offset)
-
-
-def _participates(municipalities: Mapping[str, Municipality], code: str, day: dt.date) -> bool:
-    municipality = municipalities.get(code)
-    return municipality is not None and municipality.participates_on(day)
-
-
-def _route(code: str, day: dt.date, policy: str, host: str,
-           municipalities: Mapping[str, Municipality]) -> Bucket:
-    """Whose statement carries a part that belongs to municipality `code` on `day`."""
-    if code == host or _participates(municipalities, code, day):
-        return Bucket(code)
-    if policy == "bill" and code != UNKNOWN_RESIDENCE:
-        return Bucket(code, non_participating=True)
-    return Bucket(host, absorbed_from=code)
-
-
-def routing_days(municipalities: Mapping[str, Municipality], after: dt.date | None,
-                 period_end: dt.date) -> tuple[dt.date, ...]:
-    """The days that stand for every care day after `after` up to `period_end` when routing it.
-
-    Routing (`_route`, `_participates`) depends on the day only through participation, which changes only
-    where some municipality's participation period starts or ends. Between two such changes every day
-    routes alike, so each stretch is represented by its last day. Ascending, `period_end` last; a care date
-    routes like the first routing day on or after it (`routing_day_of`). One day when nothing changes.
-    """
-    changes: set[dt.date] = set()
-    for municipality in municipalities.values():
-        for period in municipality.participation or ():
-            changes.add(period.valid_from)
-            if period.valid_until is not None and period.valid_until < dt.date.max:
-                changes.add(period.valid_until + ONE_DAY)
-    days = {day - ONE_DAY for day in changes
-            if dt.date.min < day <= period_end and (after is None or day - ONE_DAY > after)}
-    return tuple(sorted(days)) + (period_end,)
-
-
-def participating_days(municipalities: Mapping[str, Municipality], code: str, start: dt.date, end: dt.date) -> int:
-    """Days of [start, end] on which municipality `code` participates (none when it is not registered)."""
-    municipality = municipalities.get(code)
-    if municipality is None:
-        return 0
-    if municipality.participation is None:
-        return (end - start).days + 1
-    # Walk the stretches of equal participation (its periods may overlap, so not a sum of overlaps).
-    total, first = 0, start
-    for last in routing_days({code: municipality}, start - ONE_DAY, end):
-        if municipality.participates_on(last):
-            total += (last - first).days + 1
-        first = last + ONE_DAY
-    return total
-
-
-def routing_day_of(day: dt.date, days: Sequence[dt.date]) -> dt.date:
-    """The routing day (`routing_days`) that stands for care dated `day` (at most the last one)."""
-    return days[min(bisect_left(days, day), len(days) - 1)]
-
-
-def residences_of(attributions: Iterable[tuple[str, str]]) -> tuple[str, ...]:
-    """The residences of a registration's attributed pupils, sorted: what its new care settles by."""
-    return tuple(sorted(residence for _pupil_ref, residence in attributions))
-
-
 def exact_rate(cost_cent_minutes: int, minutes: int) -> int | None:
     """The hourly rate behind a registration's cost (cent-minutes per minute), when it divides exactly."""
     if minutes and cost_cent_minutes % minutes == 0:
@@ -638,75 +543,9 @@ def summarise_care(context: ArrangementContext, lines: Iterable[CareLine], histo
     )
 
 
-@dataclass
-class PeriodBasis:
-    """The split basis of a period: weights per bucket and the counts statements show."""
-
-    unit: str
-    weights: dict[Bucket, Fraction] = field(default_factory=dict)
-    # Each municipality's own basis (all days, participating or not) and its participating days.
-    counts: dict[str, Fraction] = field(default_factory=dict)
-    participating_days: dict[str, int] = field(default_factory=dict)
-
-
 def period_basis(context: ArrangementContext, period_start: dt.date, period_end: dt.date) -> PeriodBasis:
-    """Weights for the period keys; non-participation is pro-rated per day of the period.
-
-    residence_pupils: every enrolled pupil-day counts for the pupil's residence municipality that day;
-    a pupil-day in a non-participating municipality is routed by the policy (host absorbs, or billed and
-    marked). youth_share / fixed_shares: the municipality's weight times participating days / period days;
-    the rest of its weight is routed by the policy.
-    """
-    policy = context.arrangement.settlement
-    host = context.host_municipality
-    munis = context.municipalities
-    period_days = (period_end - period_start).days + 1
-    basis = PeriodBasis(unit={"residence_pupils": "pupil_days", "youth_share": "youth_population",
-                              "fixed_shares": "share_weight"}.get(policy.key, "attributed_minutes"))
-    weights: dict[Bucket, Fraction] = defaultdict(Fraction)
-    counts: dict[str, Fraction] = defaultdict(Fraction)
-
-    if policy.key == "residence_pupils":
-        groups = set(context.arrangement.group_ids)
-        for _ref, pupil in context.pupils:
-            if pupil.group_id not in groups:
-                continue
-            for day in _days(max(period_start, pupil.enrolled_from), period_end):
-                if not pupil.enrolled_on(day):
-                    continue
-                residence = pupil.residence_on(day) or UNKNOWN_RESIDENCE
-                counts[residence] += 1
-                weights[_route(residence, day, policy.non_participating, host, munis)] += 1
-    elif policy.key in ("youth_share", "fixed_shares"):
-        if policy.key == "youth_share":
-            base: dict[str, int] = {}
-            for code in policy.municipalities or []:
-                municipality = munis.get(code)
-                if municipality is None or municipality.youth_population is None:
-                    raise SettlementError(f"key youth_share needs the youth_population of {code}; it is not known")
-                base[code] = municipality.youth_population
-        else:
-            base = dict(policy.shares or {})
-        for code, weight in base.items():
-            counts[code] += weight
-            if weight == 0:
-                continue
-            participating = period_days if code == host else participating_days(munis, code, period_start,
-                                                                                period_end)
-            if participating:
-                weights[Bucket(code)] += Fraction(weight * participating, period_days)
-            if participating < period_days:
-                # Any non-participating day routes the same way, so use the first such day.
-                day = next(d for d in _days(period_start, period_end) if not _participates(munis, code, d))
-                bucket = _route(code, day, policy.non_participating, host, munis)
-                weights[bucket] += Fraction(weight * (period_days - participating), period_days)
-
-    for code in counts:
-        basis.participating_days[code] = period_days if code == host else participating_days(
-            munis, code, period_start, period_end)
-    basis.weights = {b: w for b, w in weights.items() if w != 0}
-    basis.counts = dict(counts)
-    return basis
+    """The split basis of a period key for [period_start, period_end] (services/settlement/keys.py)."""
+    return SPLITS[context.arrangement.settlement.key].period_basis(context, period_start, period_end)
 
 
 # --- assembling a close ----------------------------------------------------------------------------
@@ -807,13 +646,12 @@ class _CloseBuilder:
 
     def add_correction_parts(self, line: CareLine, sign: int, key: str, policy: str, host: str,
                              correction_of: Close) -> None:
-        """residence_hours / host_pays: equal parts per attributed pupil, each to its residence that day."""
+        """Registration keys: equal parts per attributed pupil, each where the key puts its residence that day."""
         pupils = len(line.attributions)
         for _pupil_ref, residence in line.attributions:
             exact = Fraction(sign * line.cost_cent_minutes, CENT_MINUTES_PER_CENT * pupils)
             minutes = Fraction(sign * line.minutes, pupils)
-            bucket = Bucket(host) if key == "host_pays" else _route(
-                residence, line.date, policy, host, self.context.municipalities)
+            bucket = SPLITS[key].bucket(residence, line.date, policy, host, self.context.municipalities)
             line_key = LineKey(2, bucket.absorbed_from, bucket.non_participating,
                                correction_of.period_start.isoformat(), line.registration_id)
             self.add(bucket.municipality, line_key, exact, "attributed_minutes", minutes,
@@ -821,14 +659,14 @@ class _CloseBuilder:
                      registration_date=line.date, late_void=sign < 0)
 
     def add_new_care(self, care: NewCare, key: str, policy: str, host: str) -> None:
-        """residence_hours / host_pays: this close's own care, as integer sums; see `settle_pending`."""
+        """Registration keys: this close's own care, as integer sums; see `settle_pending`."""
         day, pupils = care.routing_day, len(care.residences)
         municipalities = self.context.municipalities
         for residence in care.residences:
             routed = self._routes.get((residence, day))
             if routed is None:
-                bucket = Bucket(host) if key == "host_pays" else _route(residence, day, policy, host, municipalities)
-                participated = residence == host or _participates(municipalities, residence, day)
+                bucket = SPLITS[key].bucket(residence, day, policy, host, municipalities)
+                participated = residence == host or participates(municipalities, residence, day)
                 routed = self._routes[(residence, day)] = (bucket, participated)
             bucket, participated = routed
             if residence not in self.resident_minutes:
@@ -926,7 +764,8 @@ def _close(context: ArrangementContext, care: CareSummary, history: Sequence[Clo
             f"{care.reproduced_cost_cent_minutes}"
         )
 
-    basis = period_basis(context, period_start, period_end) if policy.key in PERIOD_KEYS else None
+    key = KEYS[policy.key]
+    basis = period_basis(context, period_start, period_end) if key.by_period else None
     builder = _CloseBuilder(context)
     # This close's own care: per pupil part under the registration keys, one total under the period keys.
     builder.care_cost_cent_minutes = care.new_cost_cent_minutes
@@ -953,7 +792,7 @@ def _close(context: ArrangementContext, care: CareSummary, history: Sequence[Clo
             builder.add_framework(line, sign, original)
             continue
         builder.municipal_cost_cent_minutes += sign * line.cost_cent_minutes
-        if original.key in PERIOD_KEYS:
+        if KEYS[original.key].by_period:
             weights = original.weight_map() or (basis.weights if basis else {})
             if not weights:
                 raise SettlementError(
@@ -976,8 +815,8 @@ def _close(context: ArrangementContext, care: CareSummary, history: Sequence[Clo
                 f"cannot split the care cost of {period_start.isoformat()}..{period_end.isoformat()} by "
                 f"{policy.key}: the basis is zero for every municipality"
             )
-    if policy.key == "host_pays" or not builder.lines:
-        # The host always gets a statement under host_pays; and a close with nothing at all still shows up.
+    if key.host_pays_all or not builder.lines:
+        # The host always gets a statement when it pays all; and a close with nothing at all still shows up.
         builder.add(host, LineKey(0), Fraction(0), "attributed_minutes", Fraction(0))
 
     # --- the close's integer total: cumulative rounding and the contribution, first statements first.
@@ -1096,14 +935,7 @@ def _line_description(key: LineKey, line: _Line, context: ArrangementContext, co
             return f"Contribution {label} towards the care cost before the municipalities (first statements first)"
         return f"Contribution {label} ({_party_name(context, funder)}) deducted"
     if kind == "care":
-        split = {
-            "residence_hours": "for resident pupils, per care day",
-            "residence_pupils": "pro rata to pupil-days",
-            "youth_share": "pro rata to youth population",
-            "fixed_shares": "pro rata to agreed shares",
-            "host_pays": "for all pupils (host pays)",
-        }[context.arrangement.settlement.key]
-        text = f"Care {coverage} {split}"
+        text = f"Care {coverage} {KEYS[context.arrangement.settlement.key].split_words}"
         if key.non_participating:
             text += " (municipality not participating on these days: billed per policy)"
         return text
@@ -1178,9 +1010,10 @@ def _statement(context: ArrangementContext, builder: _CloseBuilder, basis: Perio
         lines_out.append(_line_out(context, key, line, amount, coverage))
 
     period_days = (period_end - period_start).days + 1
+    split = KEYS[policy.key]
     summary: dict[str, Any] = {
         "key": policy.key,
-        "unit": basis.unit if basis else "attributed_minutes",
+        "unit": split.unit,
         "period_days": period_days,
         # Close-wide figures (all statements of this close together), before the contribution.
         "close_care_cost_cents": cent_minutes_to_cents(builder.care_cost_cent_minutes),
@@ -1195,7 +1028,7 @@ def _statement(context: ArrangementContext, builder: _CloseBuilder, basis: Perio
         summary.update(municipality_count=_decimal(own), total_count=_decimal(total_count),
                        share=_decimal(own / total_count, 6) if total_count else "0",
                        participating_days=basis.participating_days.get(municipality, 0))
-    elif policy.key == "host_pays":
+    elif split.host_pays_all:
         total_minutes = sum(builder.resident_minutes.values(), Fraction(0))
         summary.update(municipality_count=_decimal(total_minutes), total_count=_decimal(total_minutes),
                        share="1", participating_days=period_days)
@@ -1233,9 +1066,9 @@ def _statement(context: ArrangementContext, builder: _CloseBuilder, basis: Perio
         "non_participating": any(l["non_participating"] for l in lines_out),
         "absorbed_from": sorted({l["absorbed_from"] for l in lines_out if l["absorbed_from"]}),
     }
-    if policy.key == "host_pays" and municipality == context.host_municipality:
+    if split.host_pays_all and municipality == context.host_municipality:
         statement["breakdown"] = _residence_breakdown(context, builder)
-    return statement
+    return issue(statement)
 
 
 def _funder_statement(context: ArrangementContext, builder: _CloseBuilder, basis: PeriodBasis | None,
@@ -1259,7 +1092,7 @@ def _funder_statement(context: ArrangementContext, builder: _CloseBuilder, basis
                                   "amount_cents": contribution.amount_cents,
                                   "applied_cents": applied_before.get(key.contribution, 0) + this_close,
                                   "this_statement_cents": this_close})
-    return {
+    return issue({
         "schema_version": STATEMENT_SCHEMA_VERSION,
         "statement_id": f"{context.arrangement_id}:{period_start.isoformat()}:{period_end.isoformat()}:{funder}",
         "arrangement_id": context.arrangement_id,
@@ -1296,7 +1129,7 @@ def _funder_statement(context: ArrangementContext, builder: _CloseBuilder, basis
         "total_cents": sum(line_amounts.values()),
         "non_participating": False,
         "absorbed_from": [],
-    }
+    })
 
 
 def _residence_breakdown(context: ArrangementContext, builder: _CloseBuilder) -> list[dict[str, Any]]:

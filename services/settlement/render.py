@@ -17,6 +17,7 @@ from reportlab.lib.units import mm
 from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
 from shared.money import format_decimal, format_euro_nl
+from shared.settlement_keys import KEYS
 
 CSV_FIELDS = (
     "statement_id", "municipality", "period_start", "period_end", "kind", "description", "basis_unit",
@@ -118,7 +119,7 @@ def _basis_text(statement: Mapping[str, Any]) -> str:
                          "the municipalities pay the rest.")
         return " ".join(parts) + (f" This close, all funders together: charged "
                                   f"{format_euro_nl(basis['close_total_cents'])}.")
-    if key == "host_pays":
+    if KEYS[key].host_pays_all if key in KEYS else False:
         text = (f"Key host_pays: the host municipality pays all care ({_nl_number(basis['total_count'])} "
                 f"attributed minutes); the residence breakdown below is for information only.")
     else:

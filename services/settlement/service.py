@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.settlement import books
 from services.settlement import queries
-from services.settlement.domain import (PERIOD_KEYS, ArrangementContext, CareLine, Close, CloseResult,
+from services.settlement.domain import (ArrangementContext, CareLine, Close, CloseResult,
                                         SettlementError, close_summarised, find_identical_close,
                                         invariant_problems, net_cost_cents, settled_by_lines_cents)
 from shared import topics
@@ -40,6 +40,8 @@ from shared.outbox import OutgoingEvent, enqueue
 from shared.registry import RegistryCopy
 from shared.schemas import CloseBatchRequest, CloseRequest
 from shared.stream_metrics import EVENTS_PROCESSED, count
+from shared.settlement_keys import KEYS
+from shared.statements import read_statement
 from shared.timeutil import today
 
 log = logging.getLogger("zorgpot.settlement")
@@ -225,7 +227,7 @@ class SettlementService:
                 if identical is not None:
                     repeated.append(identical)
                     continue
-                per_residence = contexts[arrangement_id].arrangement.settlement.key not in PERIOD_KEYS
+                per_residence = not KEYS[contexts[arrangement_id].arrangement.settlement.key].by_period
                 shapes[(len(history), history[-1].period_end if history else None, per_residence)].append(
                     arrangement_id)
             for (closes_made, previous_end, per_residence), arrangement_ids in shapes.items():
@@ -332,7 +334,7 @@ class SettlementService:
         async with self.read_engine.connect() as conn:
             doc = (await conn.execute(select(books.statements.c.doc)
                                       .where(books.statements.c.statement_id == statement_id))).scalar_one_or_none()
-        return orjson.loads(doc) if doc is not None else None
+        return read_statement(orjson.loads(doc)) if doc is not None else None
 
     # -- the invariant -----------------------------------------------------------------------------------
     async def invariant(self, arrangement_id: str | None = None) -> list[dict[str, Any]]:
