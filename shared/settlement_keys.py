@@ -46,6 +46,9 @@ class SettlementKey:
     named_municipalities: Callable[[Any], list[str]] = lambda policy: []
     needs_youth_population: bool = False
     host_pays_all: bool = False  # every part goes to the host; the statement shows the residence breakdown
+    # What the municipalities are charged: the cost of the registered care, or a norm per pupil-day (the
+    # registrations then only monitor delivered care against the norm).
+    charges: Literal["care", "norm"] = "care"
 
     @property
     def by_period(self) -> bool:
@@ -62,6 +65,9 @@ KEYS: dict[str, SettlementKey] = {key.name: key for key in (
                   problems=_needs_shares, named_municipalities=lambda p: list(p.shares or {})),
     SettlementKey("host_pays", "registration", "attributed_minutes", "for all pupils (host pays)",
                   host_pays_all=True),
+    SettlementKey("per_pupil_norm", "period", "norm_minutes",
+                  "at the norm per school day of each collective pupil below the care-need threshold",
+                  charges="norm"),
 )}
 
 KEY_NAMES: tuple[str, ...] = tuple(KEYS)

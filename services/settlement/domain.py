@@ -32,7 +32,7 @@ from fractions import Fraction
 from typing import Any, Hashable, Iterable, Mapping, NamedTuple, Sequence, TypeVar
 
 from services.settlement.keys import SPLITS
-from services.settlement.routing import (UNKNOWN_RESIDENCE, ArrangementContext, Bucket, PeriodBasis,
+from services.settlement.routing import (ONE_DAY, UNKNOWN_RESIDENCE, ArrangementContext, Bucket, PeriodBasis,
                                          SettlementError, participates, participating_days, residences_of,
                                          routing_day_of, routing_days)
 from shared.events import CareLogged
@@ -186,18 +186,27 @@ class Close:
     # Period keys only: the split weights used, so a late correction for this period is split the same way.
     weights: tuple[tuple[Bucket, Fraction], ...] = ()
     statement_totals: tuple[tuple[str, int], ...] = ()  # (funder: municipality code or funder id, total_cents)
-    # M_k: the part of C_k the municipalities pay by the key (not routed to a framework funder); the
-    # education contribution and the contributions apply to R(M_k). None in closes made before frameworks
-    # existed, where all care was municipal: M_k = C_k.
-    cumulative_municipal_cost_cent_minutes: int | None = None
+    # M_k: what the municipalities' part comes to (care not routed to a framework funder; for a norm key
+    # the norm cost, exact, possibly fractional); the education contribution and the contributions apply to
+    # R(M_k). None in closes made before frameworks existed, where all care was municipal: M_k = C_k.
+    cumulative_municipal_cost_cent_minutes: Fraction | int | None = None
     # Cumulative amount each contribution paid so far, keyed "position:funder" (first statements first).
     contributions_applied: tuple[tuple[str, int], ...] = ()
+    # T_k: the exact cost settled so far, what R() applies to: C_k, except for a norm key, whose
+    # municipalities are charged the norm instead of their care (framework care + norm). None: C_k.
+    cumulative_settled_cent_minutes: Fraction | int | None = None
 
     @property
-    def municipal_cost_cent_minutes(self) -> int:
+    def municipal_cost_cent_minutes(self) -> Fraction | int:
         if self.cumulative_municipal_cost_cent_minutes is None:
             return self.cumulative_cost_cent_minutes
         return self.cumulative_municipal_cost_cent_minutes
+
+    @property
+    def settled_cent_minutes(self) -> Fraction | int:
+        if self.cumulative_settled_cent_minutes is None:
+            return self.cumulative_cost_cent_minutes
+        return self.cumulative_settled_cent_minutes
 
     def weight_map(self) -> dict[Bucket, Fraction]:
         return dict(self.weights)
@@ -223,8 +232,9 @@ class Close:
                 for b, w in self.weights
             ],
             "statement_totals": [{"municipality": m, "total_cents": t} for m, t in self.statement_totals],
-            "cumulative_municipal_cost_cent_minutes": self.municipal_cost_cent_minutes,
+            "cumulative_municipal_cost_cent_minutes": str(self.municipal_cost_cent_minutes),
             "contributions_applied": [{"contribution": k, "applied_cents": v} for k, v in self.contributions_applied],
+            "cumulative_settled_cent_minutes": str(self.settled_cent_minutes),
         }
 
     @classmethod
@@ -248,12 +258,19 @@ class Close:
                 for w in data.get("weights", [])
             ),
             statement_totals=tuple((s["municipality"], int(s["total_cents"])) for s in data.get("statement_totals", [])),
-            cumulative_municipal_cost_cent_minutes=(int(data["cumulative_municipal_cost_cent_minutes"])
-                                                    if data.get("cumulative_municipal_cost_cent_minutes") is not None
-                                                    else None),
+            cumulative_municipal_cost_cent_minutes=_exact_or_none(data.get("cumulative_municipal_cost_cent_minutes")),
+            cumulative_settled_cent_minutes=_exact_or_none(data.get("cumulative_settled_cent_minutes")),
             contributions_applied=tuple((c["contribution"], int(c["applied_cents"]))
                                         for c in data.get("contributions_applied", [])),
         )
+
+
+def _exact_or_none(value: Any) -> Fraction | int | None:
+    """A stored exact amount: an integer, or a fraction written as "p/q" (norm costs)."""
+    if value is None:
+        return None
+    exact = Fraction(str(value))
+    return exact.numerator if exact.denominator == 1 else exact
 
 
 @dataclass(frozen=True)
@@ -451,6 +468,20 @@ def settled_by_lines_cents(arrangement: Arrangement | None, lines: Sequence[Care
     return total - education_applied_cents(contribution, municipal)
 
 
+def invariant_figures(arrangement: Arrangement | None, lines: Sequence[CareLine], history: Sequence[Close]
+                      ) -> tuple[int, int]:
+    """(what the closes settled as the care lines reproduce it, what all statements come to once every
+    registration known now is settled). A key that charges a norm per pupil-day settles from the roster, not
+    from registrations: both figures are then what its closes settled (the lines still have to reproduce each
+    close's care, `invariant_problems`)."""
+    if arrangement is not None and KEYS[arrangement.settlement.key].charges == "norm":
+        return settled_cents(history), settled_cents(history)
+    if arrangement is None:
+        return settled_by_lines_cents(None, lines, history), \
+            cent_minutes_to_cents(sum(line.cost_cent_minutes for line in lines if not line.voided))
+    return settled_by_lines_cents(arrangement, lines, history), net_cost_cents(arrangement, lines)
+
+
 def settled_cents(history: Sequence[Close]) -> int:
     """The sum of all statements issued so far (by the exactness rule)."""
     return history[-1].cumulative_charged_cents if history else 0
@@ -613,7 +644,7 @@ class _CloseBuilder:
         self._routes: dict[tuple[str, dt.date], tuple[Bucket, bool]] = {}  # one close: one key and policy
         # Parties other than municipalities with lines on this close (framework and contribution funders).
         self.funder_parties: set[str] = set()
-        self.municipal_cost_cent_minutes = 0  # this close's change in M_k (new care and corrections)
+        self.framework_cost_cent_minutes = 0  # this close's framework care, corrections included
 
     def add(self, municipality: str, key: LineKey, exact_cents: Fraction, basis_unit: str,
             basis_value: Fraction, **details: Any) -> None:
@@ -627,6 +658,7 @@ class _CloseBuilder:
         """Care a framework routes to a funder: in full to that funder, one line per registration."""
         assert line.funder is not None
         self.funder_parties.add(line.funder)
+        self.framework_cost_cent_minutes += sign * line.cost_cent_minutes
         exact = Fraction(sign * line.cost_cent_minutes, CENT_MINUTES_PER_CENT)
         pupils = tuple(sorted(ref for ref, _residence in line.attributions))
         if correction_of is None:
@@ -699,15 +731,17 @@ class _CloseBuilder:
         self._pending_lines.clear()
         self._pending_residents.clear()
 
-    def add_weighted(self, cost_cent_minutes: int, weights: Mapping[Bucket, Fraction], unit: str,
-                     correction_of: Close | None = None, line: CareLine | None = None) -> None:
-        """Period keys: split an exact cost over bucket weights (zero cost still creates the lines)."""
+    def add_weighted(self, cost_cent_minutes: Fraction | int, weights: Mapping[Bucket, Fraction], unit: str,
+                     correction_of: Close | None = None, line: CareLine | None = None,
+                     shown: Mapping[Bucket, Fraction] | None = None) -> None:
+        """Period keys: split an exact cost over bucket weights (zero cost still creates the lines). A line
+        shows its weight, or `shown[bucket]` when the weights are not what the statement counts."""
         weight_sum = sum(weights.values(), Fraction(0))
         for bucket, weight in sorted(weights.items()):
             exact = Fraction(cost_cent_minutes, CENT_MINUTES_PER_CENT) * weight / weight_sum
             if correction_of is None:
                 line_key = LineKey(1 if bucket.absorbed_from else 0, bucket.absorbed_from, bucket.non_participating)
-                self.add(bucket.municipality, line_key, exact, unit, weight)
+                self.add(bucket.municipality, line_key, exact, unit, (shown or {}).get(bucket, weight))
             else:
                 assert line is not None
                 line_key = LineKey(2, bucket.absorbed_from, bucket.non_participating,
@@ -765,13 +799,22 @@ def _close(context: ArrangementContext, care: CareSummary, history: Sequence[Clo
         )
 
     key = KEYS[policy.key]
-    basis = period_basis(context, period_start, period_end) if key.by_period else None
+    charges_norm = key.charges == "norm"
+    # A norm is charged for every day since the previous close (or the arrangement's start), gap included.
+    basis_start = (previous.period_end + ONE_DAY if previous else arrangement.start) if charges_norm else period_start
+    basis = period_basis(context, basis_start, period_end) if key.by_period else None
     builder = _CloseBuilder(context)
-    # This close's own care: per pupil part under the registration keys, one total under the period keys.
+    # This close's own care: per pupil part under the registration keys, one total under the period keys;
+    # a norm key charges the norm instead, and its municipal care only monitors delivery.
     builder.care_cost_cent_minutes = care.new_cost_cent_minutes
-    builder.municipal_cost_cent_minutes = care.new_cost_cent_minutes
     builder.rates.update(care.new_rates)
-    period_care_cent_minutes = care.new_cost_cent_minutes if basis is not None else 0
+    if charges_norm:
+        assert basis is not None and basis.charged_cent_minutes is not None
+        period_care_cent_minutes: Fraction | int = basis.charged_cent_minutes
+        municipal_delta: Fraction | int = basis.charged_cent_minutes
+    else:
+        period_care_cent_minutes = care.new_cost_cent_minutes if basis is not None else 0
+        municipal_delta = care.new_cost_cent_minutes
     if basis is None:
         for new_care in care.new_care:
             builder.add_new_care(new_care, policy.key, policy.non_participating, host)
@@ -791,7 +834,9 @@ def _close(context: ArrangementContext, care: CareSummary, history: Sequence[Clo
         if line.funder is not None:
             builder.add_framework(line, sign, original)
             continue
-        builder.municipal_cost_cent_minutes += sign * line.cost_cent_minutes
+        if charges_norm:
+            continue  # a norm key charged the norm for that period, not this registration
+        municipal_delta += sign * line.cost_cent_minutes
         if KEYS[original.key].by_period:
             weights = original.weight_map() or (basis.weights if basis else {})
             if not weights:
@@ -809,7 +854,7 @@ def _close(context: ArrangementContext, care: CareSummary, history: Sequence[Clo
     if basis is not None and not (correction_period and period_care_cent_minutes == 0):
         # (A correction period has no care of its own, so no zero care lines for everyone with a basis.)
         if basis.weights:
-            builder.add_weighted(period_care_cent_minutes, basis.weights, basis.unit)
+            builder.add_weighted(period_care_cent_minutes, basis.weights, basis.unit, shown=basis.shown)
         elif period_care_cent_minutes:
             raise SettlementError(
                 f"cannot split the care cost of {period_start.isoformat()}..{period_end.isoformat()} by "
@@ -822,9 +867,11 @@ def _close(context: ArrangementContext, care: CareSummary, history: Sequence[Clo
     # --- the close's integer total: cumulative rounding and the contribution, first statements first.
     cumulative_cost = (previous.cumulative_cost_cent_minutes if previous else 0) \
         + builder.care_cost_cent_minutes + builder.correction_cost_cent_minutes
-    municipal_cost = (previous.municipal_cost_cent_minutes if previous else 0) + builder.municipal_cost_cent_minutes
-    rounded_cost = cent_minutes_to_cents(cumulative_cost)
-    applied, contributions = waterfall(policy, cent_minutes_to_cents(municipal_cost))
+    municipal_cost = (previous.municipal_cost_cent_minutes if previous else 0) + municipal_delta
+    settled_cost = (previous.settled_cent_minutes if previous else 0) + builder.framework_cost_cent_minutes \
+        + municipal_delta
+    rounded_cost = _round_cents(settled_cost)
+    applied, contributions = waterfall(policy, _round_cents(municipal_cost))
     cumulative_charged = rounded_cost - applied
     charged = cumulative_charged - (previous.cumulative_charged_cents if previous else 0)
     contribution_delta = applied - (previous.education_applied_cents if previous else 0)
@@ -839,9 +886,9 @@ def _close(context: ArrangementContext, care: CareSummary, history: Sequence[Clo
         if delta:
             funder = position_funder.split(":", 1)[1]
             builder.funder_parties.add(funder)
-            key = LineKey(4, contribution=position_funder)
-            builder.add(funder, key, Fraction(delta), "share", Fraction(1))
-            _add_contribution(builder, delta, basis, key)
+            line_key = LineKey(4, contribution=position_funder)
+            builder.add(funder, line_key, Fraction(delta), "share", Fraction(1))
+            _add_contribution(builder, delta, basis, line_key)
 
     # --- split: close total -> statements -> lines, each exact to the cent.
     exact_by_party = {m: sum((l.exact_cents for l in ls.values()), Fraction(0)) for m, ls in builder.lines.items()}
@@ -871,8 +918,16 @@ def _close(context: ArrangementContext, care: CareSummary, history: Sequence[Clo
         statement_totals=tuple((s["funder"], s["total_cents"]) for s in statements),
         cumulative_municipal_cost_cent_minutes=municipal_cost,
         contributions_applied=contributions,
+        cumulative_settled_cent_minutes=settled_cost,
     )
     return CloseResult(statements=statements, close=close)
+
+
+def _round_cents(cent_minutes: Fraction | int) -> int:
+    """R: an exact amount in cent-minutes rounded half-up to the cent (integers as shared.money does)."""
+    if isinstance(cent_minutes, int):
+        return cent_minutes_to_cents(cent_minutes)
+    return round_half_up(cent_minutes / CENT_MINUTES_PER_CENT)
 
 
 def _add_contribution(builder: _CloseBuilder, delta_cents: int, basis: PeriodBasis | None, key: LineKey) -> None:

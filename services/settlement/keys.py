@@ -128,12 +128,64 @@ class ByAgreedShares(ByWeights):
         return dict(context.arrangement.settlement.shares or {})
 
 
+class ByNorm(Split):
+    """Per-pupil norm (Nijmegen, design.md section 11): each school day a pupil of the arrangement's groups is
+    enrolled, collective and has a care need below the norm's threshold costs norm_minutes_per_week / 5 at the
+    rate in force that day, charged to the pupil's residence that day (routed if not participating).
+
+    A pupil without a recorded care need on a day is not charged that day: "below the threshold" cannot be
+    known. School days are the arrangement's calendar's, Monday to Friday without one. The norm version in
+    force on each day applies, so a recalibrated norm changes only days from its date, and a closed period
+    is never computed again. The weights are the exact norm cost per bucket, so the split charges each
+    municipality exactly its pupils' norm cost (`charged_cent_minutes` is their sum).
+    """
+
+    def period_basis(self, context: ArrangementContext, period_start: dt.date, period_end: dt.date) -> PeriodBasis:
+        arrangement, norm, calendar = context.arrangement, context.norm, context.calendar
+        if norm is None:
+            raise SettlementError(f"key {self.key.name} needs the arrangement's norm {arrangement.norm_id!r}; "
+                                  "it is not known")
+        policy = arrangement.settlement
+        host, munis = context.host_municipality, context.municipalities
+        groups = set(arrangement.group_ids)
+        cost: dict[Bucket, Fraction] = defaultdict(Fraction)
+        minutes: dict[str, Fraction] = defaultdict(Fraction)
+        shown: dict[Bucket, Fraction] = defaultdict(Fraction)
+        last = min(period_end, arrangement.end)
+        for _ref, pupil in context.pupils:
+            if pupil.group_id not in groups:
+                continue
+            for day in each_day(max(period_start, pupil.enrolled_from, arrangement.start), last):
+                school_day = calendar.is_school_day(day) if calendar is not None else day.weekday() < 5
+                if not (school_day and pupil.enrolled_on(day) and pupil.eligibility_on(day) == "collective"):
+                    continue
+                version, need, rate = norm.version_on(day), pupil.care_need_on(day), arrangement.rate_on(day)
+                if version is None or need is None or rate is None or need >= version.threshold_minutes_per_week:
+                    continue
+                residence = pupil.residence_on(day) or UNKNOWN_RESIDENCE
+                daily = Fraction(version.norm_minutes_per_week, 5)
+                bucket = route(residence, day, policy.non_participating, host, munis)
+                minutes[residence] += daily
+                shown[bucket] += daily
+                cost[bucket] += daily * rate
+        basis = PeriodBasis(unit=self.key.unit, counts=dict(minutes))
+        period_days = (period_end - period_start).days + 1
+        for code in minutes:
+            basis.participating_days[code] = period_days if code == host else participating_days(
+                munis, code, period_start, period_end)
+        basis.weights = {b: w for b, w in cost.items() if w != 0}
+        basis.charged_cent_minutes = sum(cost.values(), Fraction(0))
+        basis.shown = dict(shown)
+        return basis
+
+
 SPLITS: dict[str, Split] = {
     "residence_hours": ByResidence(KEYS["residence_hours"]),
     "residence_pupils": ByPupilDays(KEYS["residence_pupils"]),
     "youth_share": ByYouthPopulation(KEYS["youth_share"]),
     "fixed_shares": ByAgreedShares(KEYS["fixed_shares"]),
     "host_pays": ToHost(KEYS["host_pays"]),
+    "per_pupil_norm": ByNorm(KEYS["per_pupil_norm"]),
 }
 if SPLITS.keys() != KEYS.keys():  # pragma: no cover - a key declared without its split (or the reverse)
     raise ImportError(f"settlement keys without a split: {sorted(KEYS.keys() - SPLITS.keys())}; "

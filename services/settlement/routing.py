@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Iterable, Mapping, NamedTuple, Sequence
 
-from shared.schemas import Arrangement, Funder, Municipality, Pupil
+from shared.schemas import Arrangement, Calendar, Funder, Municipality, Norm, Pupil
 
 # Residence of a pupil-day the roster does not cover: nobody to bill, so the host absorbs it.
 UNKNOWN_RESIDENCE = "unknown"
@@ -35,6 +35,8 @@ class ArrangementContext:
     pupils: Sequence[tuple[str, Pupil]] = ()  # (pupil_ref, pupil) of the arrangement's groups
     school_name: str | None = None
     funders: Mapping[str, Funder] = field(default_factory=dict)  # the funders the policy names
+    norm: Norm | None = None  # the arrangement's norm_id (key per_pupil_norm)
+    calendar: Calendar | None = None  # the arrangement's calendar_id: its school days
 
 
 class Bucket(NamedTuple):
@@ -54,6 +56,10 @@ class PeriodBasis:
     # Each municipality's own basis (all days, participating or not) and its participating days.
     counts: dict[str, Fraction] = field(default_factory=dict)
     participating_days: dict[str, int] = field(default_factory=dict)
+    # Keys that charge a norm rather than the care: the exact amount (cent-minutes) the period charges, and
+    # what each bucket's line shows (its norm minutes; the weights are its cost).
+    charged_cent_minutes: Fraction | None = None
+    shown: dict["Bucket", Fraction] | None = None
 
 
 def each_day(start: dt.date, end: dt.date) -> Iterable[dt.date]:

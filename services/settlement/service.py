@@ -30,12 +30,11 @@ from services.settlement import books
 from services.settlement import queries
 from services.settlement.domain import (ArrangementContext, CareLine, Close, CloseResult,
                                         SettlementError, close_summarised, find_identical_close,
-                                        invariant_problems, net_cost_cents, settled_by_lines_cents)
+                                        invariant_figures, invariant_problems)
 from shared import topics
 from shared.db import insert_dicts, readonly, select_where_in
 from shared.events import CareLogged, CareVoided, Event, StatementIssued
 from shared.kernel import Park, Subscription, UnitOfWork
-from shared.money import cent_minutes_to_cents
 from shared.outbox import OutgoingEvent, enqueue
 from shared.registry import RegistryCopy
 from shared.schemas import CloseBatchRequest, CloseRequest
@@ -183,6 +182,8 @@ class SettlementService:
             pupils=self.registry.pupils_of_groups(arrangement.school_id, arrangement.group_ids),
             school_name=school.name,
             funders={f: self.registry.funders[f] for f in arrangement.settlement.funders() if f in self.registry.funders},
+            norm=self.registry.norms.get(arrangement.norm_id) if arrangement.norm_id else None,
+            calendar=self.registry.calendars.get(arrangement.calendar_id) if arrangement.calendar_id else None,
         )
 
     async def close(self, request: CloseRequest, registry_version: int = 0) -> CloseOutcome:
@@ -371,11 +372,7 @@ class SettlementService:
         except UnknownArrangement as exc:
             context, arrangement = None, None
             problems.append(str(exc))
-        settled_by_lines = settled_by_lines_cents(arrangement, lines, history)
-        if arrangement is not None:
-            net = net_cost_cents(arrangement, lines)
-        else:
-            net = cent_minutes_to_cents(sum(line.cost_cent_minutes for line in lines if not line.voided))
+        settled_by_lines, net = invariant_figures(arrangement, lines, history)
         unsettled = net - settled_by_lines
         if context is not None:
             problems += invariant_problems(context, lines, history, issued)

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from services.settlement.domain import ArrangementContext, CareLine, close_period
 from services.settlement.keys import SPLITS
-from shared.schemas import Arrangement, Municipality, SettlementPolicy
+from shared.schemas import Arrangement, Municipality, Norm, SettlementPolicy
 from shared.settlement_keys import KEYS
 from shared.statements import read_statement
 
@@ -21,9 +21,12 @@ def context(key: str) -> ArrangementContext:
               **({"municipalities": ["GM0984"]} if key == "youth_share" else {})}
     arrangement = Arrangement.model_validate({
         "school_id": "s", "group_ids": ["g1"], "start": "2025-01-01", "end": "2025-12-31",
-        "rates": [{"from": "2025-01-01", "hourly_rate_cents": 6000}], "cap_cents": 10**9, "settlement": policy})
+        "rates": [{"from": "2025-01-01", "hourly_rate_cents": 6000}], "cap_cents": 10**9, "settlement": policy,
+        **({"norm_id": "n1"} if key == "per_pupil_norm" else {})})
+    norm = Norm.model_validate({"versions": [{"from": "2025-01-01", "threshold_minutes_per_week": 720,
+                                              "norm_minutes_per_week": 330}]})
     return ArrangementContext("arr", arrangement, "GM0984",
-                              {"GM0984": Municipality(name="Venray", youth_population=100)})
+                              {"GM0984": Municipality(name="Venray", youth_population=100)}, norm=norm)
 
 
 def test_every_key_has_exactly_one_split_of_its_kind() -> None:
