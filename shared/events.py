@@ -294,10 +294,28 @@ class FinalSettlementIssued(Event):
     document: dict[str, Any]
 
 
+# --- board.transfers (gateway -> budget) -------------------------------------------------------------
+
+class CapTransferred(Event):
+    """Cap moved between two pots of a school board (drawing rights, design.md section 11), recorded by the
+    coordinator. The gateway is the source (it checked the board's cap and the source's spent) and publishes it
+    in the transaction that stores the transfer; `event_id` is `transfer:<transfer_id>`. Each pot's effective
+    cap is its arrangement's cap plus the transfers in minus the transfers out."""
+
+    type: Literal["cap.transferred"] = "cap.transferred"
+    transfer_id: str
+    board_id: str
+    from_arrangement: str
+    to_arrangement: str
+    amount_cents: int
+    date: dt.date
+    recorded_at: dt.datetime
+
+
 # Every event type above, for parse_event and read_event (rebound here so that types appended later are readable).
 AnyEvent = Annotated[  # type: ignore[no-redef]
     Union[RegistryChanged, HoursSubmitted, VoidRequested, CareLogged, CareVoided, HoursRejected,
-          BudgetAlert, StatementIssued, PaymentRecorded, DeadLettered, FinalSettlementIssued],
+          BudgetAlert, StatementIssued, PaymentRecorded, DeadLettered, FinalSettlementIssued, CapTransferred],
     Field(discriminator="type"),
 ]
 _ADAPTER = TypeAdapter(AnyEvent)

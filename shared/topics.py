@@ -42,3 +42,7 @@ ALL: tuple[TopicSpec, ...] = (
 # budget -> anyone: final settlements (afrekening) issued to a pot's payee, key arrangement_id
 FINAL_SETTLEMENTS = "budget.final_settlements"
 ALL = ALL + (TopicSpec(FINAL_SETTLEMENTS, PARTITIONS, True),)
+
+# gateway -> budget: cap moved between two pots of a school board (drawing rights), key board_id
+BOARD_TRANSFERS = "board.transfers"
+ALL = ALL + (TopicSpec(BOARD_TRANSFERS, PARTITIONS, True),)

@@ -64,7 +64,9 @@ async def registry_caught_up(request) -> None:  # noqa: ANN001
 @app.page("/internal/pots")
 async def pots_view(web, request):  # noqa: ANN001
     await registry_caught_up(request)
-    return web.json({"pots": await service.pots(school_id=request.query.get("school_id"))})
+    school_ids = request.query.get("school_ids")  # a board's schools, comma-separated ("" is none)
+    return web.json({"pots": await service.pots(school_id=request.query.get("school_id"),
+                                                school_ids=None if school_ids is None else school_ids.split(","))})
 
 
 @app.page("/internal/pots/{arrangement_id}")

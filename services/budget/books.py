@@ -59,3 +59,15 @@ final_settlements = Table(
     Column("document", LargeBinary, nullable=False),
     UniqueConstraint("arrangement_id", "version", name="uq_final_settlements_version"),
 )
+
+# Cap transfers between a board's pots (cap.transferred, from the gateway): effective cap = arrangement cap +
+# transfers in - transfers out (design.md section 11). Rebuilt from board.transfers on a replay.
+transfers = Table(
+    "transfers", metadata,
+    Column("transfer_id", String(64), primary_key=True),
+    Column("board_id", String(64), nullable=False),
+    Column("from_arrangement", String(64), nullable=False, index=True),
+    Column("to_arrangement", String(64), nullable=False, index=True),
+    Column("amount_cents", BigInteger, nullable=False),
+    Column("date", Date, nullable=False),
+)

@@ -30,7 +30,9 @@ from services.budget.domain import (LoggedFacts, Payment, PotBook, apply_logged,
 from services.budget.final_settlement import check_may_issue, decide, final_settlement_document
 from shared import topics
 from shared.db import insert_dicts, readonly, select_where_in
-from shared.events import BudgetAlert, CareLogged, CareVoided, Event, FinalSettlementIssued, PaymentRecorded
+from shared.drawing_rights import CapTransfer, effective_arrangement, transfer_history
+from shared.events import (BudgetAlert, CapTransferred, CareLogged, CareVoided, Event, FinalSettlementIssued,
+                           PaymentRecorded)
 from shared.kernel import Park, Subscription, UnitOfWork
 from shared.outbox import OutgoingEvent, enqueue
 from shared.registry import RegistryCopy
@@ -60,6 +62,7 @@ class Pot:
     book: PotBook
     alerts_emitted: int = 0
     stored: bool = False  # a row exists (update) or not (insert)
+    transfers: list[CapTransfer] = field(default_factory=list)  # cap moved in or out (drawing rights)
 
 
 @dataclass
@@ -73,6 +76,9 @@ class BudgetBatch:
     voided_ids: list[str] = field(default_factory=list)
     new_payments: list[dict[str, Any]] = field(default_factory=list)
     paid: set[str] = field(default_factory=set)  # arrangements with a new payment (figures, not the book)
+    new_transfers: list[dict[str, Any]] = field(default_factory=list)
+    moved: dict[str, list[CapTransfer]] = field(default_factory=dict)  # transfers of pots without a row yet
+    transferred: set[str] = field(default_factory=set)  # arrangements whose cap a transfer moved
     changed: set[str] = field(default_factory=set)
 
 
@@ -102,6 +108,7 @@ class BudgetService:
             Subscription(topics.CARE_LOGGED, handlers={CareLogged: self._logged, CareVoided: self._voided},
                          provides={CareLogged: lambda e: e.registration_id}),
             Subscription(topics.PAYMENTS, handlers={PaymentRecorded: self._payment}),
+            Subscription(topics.BOARD_TRANSFERS, handlers={CapTransferred: self._transfer}),
         ]
 
     # -- the kernel's hooks -----------------------------------------------------------------------------
@@ -110,13 +117,15 @@ class BudgetService:
 
     async def begin_batch(self, uow: UnitOfWork, events: list[CareLogged | CareVoided | PaymentRecorded]
                           ) -> BudgetBatch:
-        registration_ids = {e.registration_id for e in events if not isinstance(e, PaymentRecorded)}
+        registration_ids = {e.registration_id for e in events if isinstance(e, (CareLogged, CareVoided))}
         lg = books.ledger
         rows = await select_where_in(uow.conn, (lg.c.registration_id, lg.c.voided, lg.c.facts), lg.c.registration_id,
                                      registration_ids)
         ledger = {r.registration_id: (LoggedFacts.from_dict(orjson.loads(r.facts)), bool(r.voided)) for r in rows}
-        pots = await self._load_pots(uow.conn, {e.arrangement_id for e in events}, for_update=True)
-        return BudgetBatch(uow, ledger, pots)
+        touched = {aid for e in events for aid in ((e.from_arrangement, e.to_arrangement)
+                                                     if isinstance(e, CapTransferred) else (e.arrangement_id,))}
+        pots = await self._load_pots(uow.conn, touched, for_update=True)
+        return BudgetBatch(uow, ledger, pots, moved=await self._transfers(uow.conn, sorted(touched - set(pots))))
 
     async def end_batch(self, uow: UnitOfWork, batch: BudgetBatch) -> None:
         if batch.new_ledger:
@@ -126,16 +135,19 @@ class BudgetService:
                                    .values(voided=True))
         if batch.new_payments:
             await insert_dicts(uow.conn, books.payments, batch.new_payments)
+        if batch.new_transfers:
+            await insert_dicts(uow.conn, books.transfers, batch.new_transfers)
         await self._store_pots(uow.conn, [batch.pots[a] for a in sorted(batch.changed)])
 
     def after_commit(self, batch: BudgetBatch) -> None:
-        if batch.changed or batch.paid:
-            self.on_changed(batch.changed | batch.paid)
+        if batch.changed or batch.paid or batch.transferred:
+            self.on_changed(batch.changed | batch.paid | batch.transferred)
 
     def _pot(self, batch: BudgetBatch, event: CareLogged | CareVoided) -> Pot:
         pot = batch.pots.get(event.arrangement_id)
         if pot is None:
-            pot = batch.pots[event.arrangement_id] = Pot(event.arrangement_id, event.school_id, PotBook())
+            pot = batch.pots[event.arrangement_id] = Pot(event.arrangement_id, event.school_id, PotBook(),
+                                                         transfers=list(batch.moved.get(event.arrangement_id, ())))
         return pot
 
     # -- handlers -------------------------------------------------------------------------------------
@@ -179,6 +191,32 @@ class BudgetService:
         batch.paid.add(event.arrangement_id)
         count(EVENTS_PROCESSED, SERVICE, event.type)
 
+    def _transfer(self, batch: BudgetBatch, event: CapTransferred) -> None:
+        """Cap moved between two pots of a board (the gateway checked it against the board's cap and the
+        source's spent; the kernel drops a repeated event id). Kept for the effective cap; a pot with care booked
+        has its thresholds checked against its new cap at once (a lowered cap may cross one, a raised one
+        re-arms)."""
+        transfer = CapTransfer(event.transfer_id, event.board_id, event.from_arrangement, event.to_arrangement,
+                               event.amount_cents, event.date)
+        batch.new_transfers.append({"transfer_id": event.transfer_id, "board_id": event.board_id,
+                                    "from_arrangement": event.from_arrangement, "to_arrangement": event.to_arrangement,
+                                    "amount_cents": event.amount_cents, "date": event.date})
+        for arrangement_id in (event.from_arrangement, event.to_arrangement):
+            batch.transferred.add(arrangement_id)
+            pot = batch.pots.get(arrangement_id)
+            if pot is None:  # nothing booked yet, no threshold to cross: kept for a pot made later in the batch
+                batch.moved.setdefault(arrangement_id, []).append(transfer)
+            else:
+                pot.transfers.append(transfer)
+                self._booked(batch, pot, event.recorded_at)
+        count(EVENTS_PROCESSED, SERVICE, event.type)
+
+    def _arrangement(self, pot: Pot) -> Arrangement | None:
+        """The pot's arrangement from the registry copy with its effective cap (arrangement cap + transfers in -
+        transfers out); None while the copy does not have it."""
+        arrangement = self.registry.arrangements.get(pot.arrangement_id)
+        return None if arrangement is None else effective_arrangement(pot.arrangement_id, arrangement, pot.transfers)
+
     def _booked(self, batch: BudgetBatch, pot: Pot, when: dt.datetime) -> None:
         batch.changed.add(pot.arrangement_id)
         for alert in self._alerts(pot, when):
@@ -187,7 +225,7 @@ class BudgetService:
     def _alerts(self, pot: Pot, crossed_at: dt.datetime) -> list[OutgoingEvent]:
         """Re-arm and record crossings on the book; one budget.alert per crossing. Without the arrangement in
         the registry copy yet, nothing is decided here: `sweep_alerts` catches up."""
-        arrangement = self.registry.arrangements.get(pot.arrangement_id)
+        arrangement = self._arrangement(pot)  # with its effective cap (board transfers)
         if arrangement is None:
             return []
         out = []
@@ -222,7 +260,7 @@ class BudgetService:
         return set(pots)
 
     def _alerts_would_change(self, pot: Pot) -> bool:
-        arrangement = self.registry.arrangements.get(pot.arrangement_id)
+        arrangement = self._arrangement(pot)
         if arrangement is None:
             return False
         trial = PotBook.from_dict(pot.book.to_dict())
@@ -236,7 +274,27 @@ class BudgetService:
             query = query.where(books.pots.c.arrangement_id.in_(list(arrangement_ids)))
         if for_update:  # PostgreSQL row locks; SQLite's BEGIN IMMEDIATE already serialises writers
             query = query.with_for_update()
-        return {row.arrangement_id: _pot_from_row(row) for row in (await conn.execute(query)).all()}
+        pots = {row.arrangement_id: _pot_from_row(row) for row in (await conn.execute(query)).all()}
+        for aid, moved in (await self._transfers(conn, list(pots))).items():
+            pots[aid].transfers = moved
+        return pots
+
+    async def _transfers(self, conn: AsyncConnection, arrangement_ids: list[str]) -> dict[str, list[CapTransfer]]:
+        """Per arrangement the cap transfers in or out of it (a transfer is listed under both its pots)."""
+        moved: dict[str, list[CapTransfer]] = {}
+        if not arrangement_ids:
+            return moved
+        t = books.transfers
+        rows = (await conn.execute(select(t).where(t.c.from_arrangement.in_(arrangement_ids)
+                                                   | t.c.to_arrangement.in_(arrangement_ids))
+                                   .order_by(t.c.date, t.c.transfer_id))).all()
+        wanted = set(arrangement_ids)
+        for r in rows:
+            transfer = CapTransfer(r.transfer_id, r.board_id, r.from_arrangement, r.to_arrangement, r.amount_cents,
+                                   r.date)
+            for aid in {r.from_arrangement, r.to_arrangement} & wanted:
+                moved.setdefault(aid, []).append(transfer)
+        return moved
 
     async def _store_pots(self, conn: AsyncConnection, pots: list[Pot]) -> None:
         for pot in pots:
@@ -251,22 +309,28 @@ class BudgetService:
 
     # -- reading --------------------------------------------------------------------------------------
     def figures(self, arrangement_id: str, arrangement: Arrangement, book: PotBook,
-                payments: Iterable[Payment] = (), final_settlement: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The domain's pot figures plus who the pot belongs to."""
+                payments: Iterable[Payment] = (), final_settlement: dict[str, Any] | None = None,
+                transfers: list[CapTransfer] | None = None) -> dict[str, Any]:
+        """The domain's pot figures plus who the pot belongs to. Every figure counts the effective cap (the
+        arrangement's cap + transfers in - transfers out); the transfers themselves are listed beside."""
         school = self.registry.schools.get(arrangement.school_id)
-        figures = pot_figures(arrangement, book, self.clock(), list(payments), final_settlement)
+        moved = transfers or []
+        figures = pot_figures(effective_arrangement(arrangement_id, arrangement, moved), book, self.clock(), list(payments), final_settlement)
         if figures["host_municipality"] is None and school is not None:
             figures["host_municipality"] = school.municipality  # nothing booked yet: the school's host
         return {"arrangement_id": arrangement_id, "school_id": arrangement.school_id,
                 "school_name": school.name if school else None, "group_ids": list(arrangement.group_ids),
-                **figures}
+                **figures, **transfer_history(arrangement_id, arrangement.cap_cents, moved)}
 
-    async def pots(self, school_id: str | None = None, arrangement_ids: Iterable[str] | None = None
-                   ) -> list[dict[str, Any]]:
+    async def pots(self, school_id: str | None = None, arrangement_ids: Iterable[str] | None = None,
+                   school_ids: Iterable[str] | None = None) -> list[dict[str, Any]]:
         """Figures of every arrangement in the registry copy (an arrangement without bookings shows an empty
-        pot), optionally only one school's or only the given ones. Sorted by arrangement id."""
+        pot), optionally only one school's (or several schools': a board's) or only the given ones. Sorted by
+        arrangement id."""
+        schools = None if school_ids is None else set(school_ids)
         wanted = sorted(aid for aid, arr in self.registry.arrangements.items()
                         if (school_id is None or arr.school_id == school_id)
+                        and (schools is None or arr.school_id in schools)
                         and (arrangement_ids is None or aid in arrangement_ids))
         if not wanted:
             return []
@@ -274,8 +338,9 @@ class BudgetService:
             stored = await self._load_pots(conn, wanted)
             paid = await self._payments(conn, wanted)
             settled = await self._latest_final_settlements(conn, wanted)
+            moved = await self._transfers(conn, wanted)
         return [self.figures(aid, self.registry.arrangements[aid], stored[aid].book if aid in stored else PotBook(),
-                             paid.get(aid, ()), settled.get(aid)) for aid in wanted]
+                             paid.get(aid, ()), settled.get(aid), moved.get(aid)) for aid in wanted]
 
     async def _payments(self, conn: AsyncConnection, arrangement_ids: Iterable[str]) -> dict[str, list[Payment]]:
         paid: dict[str, list[Payment]] = {}
@@ -347,6 +412,9 @@ class BudgetService:
             check_may_issue(arrangement, today)
             pots = await self._load_pots(conn, [arrangement_id], for_update=True)
             book = pots[arrangement_id].book if arrangement_id in pots else PotBook()
+            # The cap it settles against is the pot's effective cap (board transfers, design.md section 11).
+            arrangement = effective_arrangement(arrangement_id, arrangement,
+                                                (await self._transfers(conn, [arrangement_id])).get(arrangement_id, []))
             payments = (await self._payments(conn, [arrangement_id])).get(arrangement_id, [])
             school = self.registry.schools.get(arrangement.school_id)
             doc = final_settlement_document(arrangement_id, arrangement, book, payments, today,

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import update
 
 from services.gateway import books, dashboard, deadletters, payments, pots, settlements
-from services.gateway import final_settlements
+from services.gateway import boards, final_settlements
 from services.gateway.auth import STATEMENT_ROLES, Principal, authenticate, forbid, hash_token, new_token, now_utc
 from services.gateway.deps import (RETRY_AFTER_S, CodePath, IdPath, NoNulStr, no_nul, require_broker,
                                    require_coordinator, service_get)
@@ -47,7 +47,7 @@ def problem(status: int, detail: Any, headers: dict[str, str] | None = None) -> 
 
 class TokenRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    role: Literal["coordinator", "school", "municipality", "funder"]
+    role: Literal["coordinator", "school", "municipality", "funder", "board"]
     subject: str | None = Field(default=None, max_length=64)
     label: NoNulStr | None = Field(default=None, max_length=200)
 
@@ -157,6 +157,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(deadletters.router, prefix="/api/v1")
     app.include_router(payments.router, prefix="/api/v1")
     app.include_router(final_settlements.router, prefix="/api/v1")
+    app.include_router(boards.router, prefix="/api/v1")
     app.include_router(dashboard.router)  # /dashboard, outside the API prefix
     return app
 
@@ -169,8 +170,8 @@ def api_router() -> APIRouter:
     async def issue_token(body: TokenRequest, request: Request, _: Principal = Depends(require_coordinator)):
         if body.role != "coordinator" and not body.subject:
             raise HTTPException(422, [{"loc": ["body", "subject"], "field": "subject",
-                                       "msg": f"role {body.role} needs a subject (school_id, municipality code "
-                                              "or funder id)"}])
+                                       "msg": f"role {body.role} needs a subject (school_id, municipality code, "
+                                              "funder id or board id)"}])
         if body.role == "municipality" and not is_municipality_code(body.subject or ""):
             raise HTTPException(422, [{"loc": ["body", "subject"], "field": "subject",
                                        "msg": "a municipality subject is a CBS code: GM + 4 digits"}])
@@ -180,6 +181,9 @@ def api_router() -> APIRouter:
         if body.role == "funder" and await request.app.state.registry.get("funder", body.subject or "") is None:
             raise HTTPException(422, [{"loc": ["body", "subject"], "field": "subject",
                                        "msg": f"funder {body.subject!r} is not registered: PUT /funders/{{id}} first"}])
+        if body.role == "board" and await request.app.state.registry.get("board", body.subject or "") is None:
+            raise HTTPException(422, [{"loc": ["body", "subject"], "field": "subject",
+                                       "msg": f"board {body.subject!r} is not registered: PUT /boards/{{id}} first"}])
         token_id, token = new_token()
         async with request.app.state.engine.begin() as conn:
             await conn.execute(books.tokens.insert().values(
@@ -285,7 +289,7 @@ def api_router() -> APIRouter:
                 "application/x-ndjson": {"schema": {"type": "string"}},
                 "text/csv": {"schema": {"type": "string"}}}}})
     async def post_hours_batch(request: Request, principal: Principal = Depends(authenticate)):
-        if principal.role in STATEMENT_ROLES:  # as POST /hours: only schools and the coordinator register
+        if principal.role in STATEMENT_ROLES or principal.role == "board":  # as POST /hours: schools, coordinator
             raise forbid(f"a {principal.role} token cannot register hours")
         settings: Settings = request.app.state.settings
         body = await _read_limited(request, settings.max_body_bytes)

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from services.gateway import books
 
-ROLES = ("coordinator", "school", "municipality", "funder")
+ROLES = ("coordinator", "school", "municipality", "funder", "board")  # board: subject board_id (drawing rights)
 # Roles whose subject receives statements: a municipality (CBS code) or another funder (funder id).
 STATEMENT_ROLES = ("municipality", "funder")
 

@@ -2,7 +2,7 @@
 ledger of received registrations, and the outbox to Kafka."""
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Column, Date, DateTime, Integer, LargeBinary, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Boolean, Column, Date, DateTime, Integer, LargeBinary, MetaData, String, Table, Text
 
 from shared.outbox import outbox_tables
 
@@ -80,6 +80,20 @@ payments = Table(
     Column("date", Date, nullable=False),
     Column("amount_cents", Integer, nullable=False),
     Column("reference", String(200), nullable=True),
+    Column("content_hash", String(64), nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+)
+
+# Cap moved between two pots of a school board (drawing rights, design.md section 11): the gateway is the source;
+# each is published as cap.transferred on board.transfers in the same transaction (outbox).
+transfers = Table(
+    "transfers", metadata,
+    Column("transfer_id", String(64), primary_key=True),
+    Column("board_id", String(64), nullable=False, index=True),
+    Column("from_arrangement", String(64), nullable=False),
+    Column("to_arrangement", String(64), nullable=False),
+    Column("amount_cents", BigInteger, nullable=False),
+    Column("date", Date, nullable=False),
     Column("content_hash", String(64), nullable=False),
     Column("recorded_at", DateTime(timezone=True), nullable=False),
 )

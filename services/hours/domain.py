@@ -2,15 +2,23 @@
 
 Pure: works on `ReferenceData` (plain values, shared/reference.py) and a registration; no I/O. The reasons are
 written for the school that has to act on them.
+
+Eligibility (design.md section 11, double funding): a pupil whose `eligibility` on the care date is not
+`collective` (an `individual_decision`, or `excluded`) is funded elsewhere, so the pot must not pay for them.
+A registration that lists such a pupil is rejected. A registration without listed pupils is attributed to the
+collective pupils enrolled in the group that day only: the others are left out of the attribution (the cost is
+the same, the residences and shares are those of the collective pupils), and when nobody collective is left it
+is rejected.
 """
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 from shared.events import Attribution
 from shared.money import cent_minutes_to_cents, cost_cent_minutes
 from shared.reference import ReferenceData
-from shared.schemas import Registration
+from shared.schemas import Pupil, Registration
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,22 @@ def _attribution(pupil_ref: str, municipality: str) -> Attribution:
     return found
 
 
+def _not_collective(pupil: Pupil, day: dt.date) -> str | None:
+    """The pupil's eligibility status on `day` when it is not `collective` (None when the pot may pay)."""
+    if not pupil.eligibility:  # the usual case, on the hot path: collective
+        return None
+    status = pupil.eligibility_on(day)
+    return None if status == "collective" else status
+
+
+def _not_collective_reason(ref: str, status: str, day: dt.date) -> str:
+    if status == "individual_decision":
+        return (f"pupil {ref!r} has an individual decision (individual_decision) on {day.isoformat()}: "
+                "their care is funded individually, not from this pot")
+    return (f"pupil {ref!r} is excluded from collective funding ({status}) on {day.isoformat()}: "
+            "their care is funded otherwise, not from this pot")
+
+
 def assess(reg: Registration, registry: ReferenceData) -> Accepted | Rejected:
     school = registry.schools.get(reg.school_id)
     if school is None:
@@ -76,11 +100,22 @@ def assess(reg: Registration, registry: ReferenceData) -> Accepted | Rejected:
                 reasons.append(f"pupil {ref!r} belongs to group {pupil.group_id!r}, not {reg.group_id!r}")
             elif not pupil.enrolled_on(reg.date):
                 reasons.append(f"pupil {ref!r} is not enrolled on {reg.date.isoformat()}")
+            elif (status := _not_collective(pupil, reg.date)) is not None:
+                reasons.append(_not_collective_reason(ref, status, reg.date))
     else:
         attributed_to = "enrolled"
-        residences = list(registry.enrolled_with_residence(reg.school_id, reg.group_id, reg.date))
-        if not residences:
+        enrolled = registry.enrolled_with_residence(reg.school_id, reg.group_id, reg.date)
+        if not enrolled:
             reasons.append(f"no pupil is enrolled in group {reg.group_id!r} on {reg.date.isoformat()}: "
+                           "there is nobody to attribute the care to")
+        left_out = [(ref, status) for ref, _ in enrolled
+                    if (status := _not_collective(registry.pupils[(reg.school_id, ref)], reg.date)) is not None]
+        left_out_refs = {ref for ref, _ in left_out}
+        residences = [item for item in enrolled if item[0] not in left_out_refs]
+        if enrolled and not residences:
+            listed = "; ".join(f"{ref}: {status}" for ref, status in left_out)
+            reasons.append(f"no pupil enrolled in group {reg.group_id!r} on {reg.date.isoformat()} is collectively "
+                           f"funded ({listed}): their care is funded individually or excluded, not from this pot; "
                            "there is nobody to attribute the care to")
     if reasons:
         return Rejected(tuple(reasons))

@@ -35,7 +35,8 @@ REGISTRY_WAIT_LOG_S = 10.0
 
 def rejection_reason_label(reason: str) -> str:
     """A low-cardinality metric label for a rejection reason text."""
-    for needle, label in (("is not routed", "unroutable_funding"), ("arrangement", "no_arrangement"),
+    for needle, label in (("not from this pot", "not_collective"),  # eligibility: double funding refused
+                          ("is not routed", "unroutable_funding"), ("arrangement", "no_arrangement"),
                           ("not registered", "unknown_reference"), ("not enrolled", "not_enrolled"), ("nobody", "no_pupils"), ("belongs to group", "wrong_group"),
                           ("roster", "unknown_pupil"), ("residence", "no_residence")):
         if needle in reason:

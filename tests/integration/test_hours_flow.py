@@ -5,6 +5,7 @@ import datetime as dt
 import random
 import secrets
 
+import httpx
 import orjson
 import pytest
 
@@ -141,6 +142,45 @@ def test_group_without_enrolled_pupils_is_rejected_with_a_reason(api: Api) -> No
     api.post("/hours", json=region.registration(rid))
     status = api.wait_status(rid, {"accepted", "rejected"})
     assert status["status"] == "rejected" and "nobody to attribute" in status["reason"]
+
+
+def test_pupils_not_collective_are_never_charged_to_the_pot(api: Api) -> None:
+    """Eligibility (design.md section 11): a listed pupil with an individual decision or excluded on the care
+    date is rejected saying so; unlisted care goes to the collective pupils only, and with none left it is
+    rejected. The rejection counts under its own metric label."""
+    region = Region(api).build(pupils_per_group=0)
+    home = [{"municipality": "GM0984", "from": "2025-08-01"}]
+    region.add_pupil("p1", "g1", home)
+    region.add_pupil("p2", "g1", [{"municipality": "GM1507", "from": "2025-08-01"}])
+    region.add_pupil("p3", "g2", home)
+    for ref, group, kind in (("p2", "g1", "individual_decision"), ("p3", "g2", "excluded")):
+        body = {**region.pupils[ref], "eligibility": [{"from": "2026-03-01", "status": kind}]}
+        api.ok_put(f"/schools/{region.school_id}/pupils/{ref}", body)
+    tag = secrets.token_hex(3)
+    ids = {name: f"elig-{tag}-{name}" for name in ("listed", "before", "unlisted", "excluded", "nobody")}
+    day = dt.date(2026, 3, 2)
+    for item in (region.registration(ids["listed"], day=day, pupils=["p1", "p2"]),
+                 region.registration(ids["before"], day=dt.date(2026, 2, 27), pupils=["p2"]),
+                 region.registration(ids["unlisted"], day=day),  # p1 and p2 enrolled; p2 is not collective
+                 region.registration(ids["excluded"], day=day, group="g2", pupils=["p3"]),
+                 region.registration(ids["nobody"], day=day, group="g2")):
+        assert api.post("/hours", json=item).status_code == 202
+    status = {name: api.wait_status(rid, {"accepted", "rejected"}) for name, rid in ids.items()}
+    assert status["listed"]["status"] == "rejected"
+    assert status["listed"]["reason"] == ("pupil 'p2' has an individual decision (individual_decision) on "
+                                          "2026-03-02: their care is funded individually, not from this pot")
+    assert status["excluded"]["status"] == "rejected" and "excluded from collective funding" in status["excluded"]["reason"]
+    assert status["nobody"]["status"] == "rejected"
+    assert "p3: excluded" in status["nobody"]["reason"] and "nobody to attribute" in status["nobody"]["reason"]
+    assert status["before"]["status"] == "accepted" and status["unlisted"]["status"] == "accepted"
+    assert status["unlisted"]["cost_cents"] == 6500  # 60 min at EUR 65.00: the cost does not depend on who
+    events = read_topic(api.stack.broker_port, "care.logged",
+                        until=lambda evs: {ids["before"], ids["unlisted"]} <= {e["registration_id"] for e in evs})
+    by_id = {e["registration_id"]: e for e in events}
+    assert by_id[ids["unlisted"]]["attributions"] == [{"pupil_ref": "p1", "municipality": "GM0984"}]
+    assert by_id[ids["before"]]["attributions"] == [{"pupil_ref": "p2", "municipality": "GM1507"}]
+    scrape = httpx.get(f"{api.stack.service_url('hours')}/metrics", timeout=10).text
+    assert 'reason="not_collective"' in scrape
 
 
 def _csv(items: list[dict]) -> bytes:

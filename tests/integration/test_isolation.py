@@ -50,6 +50,7 @@ class World:
     token_id: str  # a live token of school A: the object of DELETE /tokens/{id}
     funder_id: str  # a funder (not a municipality) that pays part of A's pot
     secrets: set[str] = field(default_factory=set)  # must never show up in an answer to someone else
+    board_id: str = ""  # a school board of A (drawing rights): its transfers move cap between A's pots
 
 
 @dataclass(frozen=True)
@@ -228,6 +229,20 @@ EXPECT: dict[tuple[str, str], list[Case]] = {
     ("GET", "/api/v1/municipalities/{code}/webhook"): [Case(
         lambda w: Probe("GET", f"/municipalities/{X}/webhook", subject=X, unknown="GM9998"),
         COORDINATOR_ONLY, allowed_not_run=frozenset({"coordinator"}))],  # 200 or 404: other tests set webhooks
+    ("PUT", "/api/v1/boards/{board_id}"): [Case(
+        lambda w: Probe("PUT", f"/boards/{w.board_id}", {"name": "Board of A", "school_ids": [w.a.school_id],
+                                                         "cap_cents": 16_380_000},
+                        subject=w.board_id, unknown="no-such-board"),
+        COORDINATOR_ONLY, allowed={"coordinator": 200})],
+    ("POST", "/api/v1/boards/{board_id}/transfers"): [Case(
+        lambda w: Probe("POST", f"/boards/{w.board_id}/transfers",
+                        {"transfer_id": "iso-transfer-1", "from_arrangement": w.a.arrangement_id,
+                         "to_arrangement": "iso-other-pot", "amount_cents": 100, "date": "2026-03-02"},
+                        subject=w.board_id, unknown="no-such-board"),
+        COORDINATOR_ONLY, allowed_not_run=frozenset({"coordinator"}))],  # would move cap between A's pots
+    ("GET", "/api/v1/boards/{board_id}/transfers"): [Case(
+        lambda w: Probe("GET", f"/boards/{w.board_id}/transfers", subject=w.board_id, unknown="no-such-board"),
+        COORDINATOR_ONLY, allowed={"coordinator": 200})],  # and the board itself (tests/integration/test_boards.py)
     ("GET", "/api/v1/webhooks/deliveries"): [Case(
         lambda w: Probe("GET", f"/webhooks/deliveries?municipality={X}", subject=X, unknown="GM9998"),
         COORDINATOR_ONLY, allowed={"coordinator": 200})],
@@ -242,6 +257,9 @@ def world(shared_stack) -> Iterator[World]:  # noqa: ANN001
         a = Region(api).build(pupils_per_group=2)
         b = Region(api).build(pupils_per_group=2)
         funder_id = f"iso-fund-{secrets.token_hex(4)}"
+        board_id = f"iso-board-{secrets.token_hex(4)}"
+        assert api.put(f"/boards/{board_id}", {"name": "Board of A", "school_ids": [a.school_id],
+                                               "cap_cents": 16_380_000}).status_code == 200
         assert api.put(f"/funders/{funder_id}", {"name": "Zorgkantoor", "kind": "wlz_office"}).status_code == 200
         issued = {}
         for caller, role, subject in (("school_a", "school", a.school_id), ("school_b", "school", b.school_id),
@@ -265,9 +283,11 @@ def world(shared_stack) -> Iterator[World]:  # noqa: ANN001
         assert final.status_code == 201, final.text
         tokens: dict[str, str | None] = {caller: issued[caller]["token"] for caller in CALLERS if caller in issued}
         tokens.update(coordinator=api.token, none=None)
-        w = World(a, b, tokens, rid, statement["statement_id"], issued["victim_token"]["id"], funder_id)
+        w = World(a, b, tokens, rid, statement["statement_id"], issued["victim_token"]["id"], funder_id,
+                  board_id=board_id)
         # What nobody but A, X and the coordinator may learn: A's ids, X's statement, amounts, tokens.
-        w.secrets = {a.school_id, a.arrangement_id, rid, funder_id, statement["statement_id"], issued["victim_token"]["id"],
+        w.secrets = {a.school_id, a.arrangement_id, rid, funder_id, board_id, statement["statement_id"],
+                     issued["victim_token"]["id"],
                      str(accepted["cost_cents"]), str(statement["total_cents"]),
                      *(info["token"] for info in issued.values()), *(info["id"] for info in issued.values())}
         assert accepted["cost_cents"] == 10400 and statement["total_cents"] == 10400  # 96 min at 65.00/h

@@ -43,12 +43,14 @@ class Builder:
         return self.put("group", f"{school_id}/{group_id}", Group(name=group_id))
 
     def pupil(self, school_id: str, ref: str, group_id: str, residence: list[dict[str, Any]],
-              enrolled_from: dt.date = START, enrolled_until: dt.date | None = None) -> "Builder":
+              enrolled_from: dt.date = START, enrolled_until: dt.date | None = None,
+              eligibility: list[dict[str, Any]] | None = None) -> "Builder":
         pupil = Pupil.model_validate({
             "group_id": group_id,
             "enrolled_from": enrolled_from.isoformat(),
             "enrolled_until": enrolled_until.isoformat() if enrolled_until else None,
             "residence": residence,
+            "eligibility": eligibility or [],
         })
         return self.put("pupil", f"{school_id}/{ref}", pupil)
 
@@ -372,3 +374,94 @@ def test_a_routed_law_names_its_funder_and_keeps_the_attributions():
     wlz = accepted(assess(tagged("wlz"), b.copy))
     assert wlz.funder == "WLZ-ZK" and wlz.cost_cent_minutes == 60 * 6500 and wlz.attributions
     assert accepted(assess(tagged("wmo"), b.copy)).funder == "WMO-FONDS"
+
+
+# -- eligibility: no double funding (design.md section 11) -----------------------------------------
+
+DECISION_FROM = D(2026, 3, 1)
+
+
+def status(kind: str, start: dt.date = DECISION_FROM, until: dt.date | None = None) -> dict[str, Any]:
+    return {"status": kind, "from": start.isoformat(), "until": until.isoformat() if until else None}
+
+
+def eligible() -> Builder:
+    """standard(), with p2 on an individual decision from 1 March 2026 until 30 April and p3 excluded from
+    1 March 2026 on (p1 stays collective: no eligibility at all)."""
+    b = standard()
+    b.pupil("focus", "p2", "g1", [lives(HORST)], eligibility=[status("individual_decision", until=D(2026, 4, 30))])
+    b.pupil("focus", "p3", "g1", [lives(VENRAY, START, MOVE - dt.timedelta(days=1)), lives(HORST, MOVE)],
+            eligibility=[status("collective", START, DECISION_FROM - dt.timedelta(days=1)), status("excluded")])
+    return b
+
+
+def test_listed_pupil_with_an_individual_decision_is_rejected_saying_so():
+    day = D(2026, 3, 2)
+    result = assess(reg(day=day, pupils=["p1", "p2"]), eligible().copy)
+    assert isinstance(result, Rejected) and len(result.reasons) == 1
+    assert result.reasons[0] == ("pupil 'p2' has an individual decision (individual_decision) on 2026-03-02: "
+                                 "their care is funded individually, not from this pot")
+
+
+def test_listed_excluded_pupil_is_rejected_saying_so():
+    text = rejected(assess(reg(day=D(2026, 3, 2), pupils=["p3"]), eligible().copy))
+    assert text == ("pupil 'p3' is excluded from collective funding (excluded) on 2026-03-02: their care is "
+                    "funded otherwise, not from this pot")
+
+
+@pytest.mark.parametrize("day", [DECISION_FROM - dt.timedelta(days=1), D(2026, 5, 1)])
+def test_eligibility_is_effective_dated(day):
+    # p2's decision runs 1 March - 30 April (inclusive): before and after it p2 is collective again.
+    result = accepted(assess(reg(day=day, pupils=["p2"]), eligible().copy))
+    assert result.attributions == (Attribution(pupil_ref="p2", municipality=HORST),)
+
+
+def test_decision_bounds_are_inclusive():
+    for day in (DECISION_FROM, D(2026, 4, 30)):
+        assert "individual decision" in rejected(assess(reg(day=day, pupils=["p2"]), eligible().copy))
+
+
+def test_explicit_collective_status_is_accepted():
+    result = accepted(assess(reg(day=DECISION_FROM - dt.timedelta(days=1), pupils=["p3"]), eligible().copy))
+    assert result.attributed_to == "listed"
+
+
+def test_every_problem_of_a_listing_is_reported():
+    result = assess(reg(day=D(2026, 3, 2), pupils=["ghost", "p2", "p3", "p1"]), eligible().copy)
+    assert isinstance(result, Rejected)
+    assert [r.split(" ")[1] for r in result.reasons] == ["'ghost'", "'p2'", "'p3'"]
+
+
+def test_unlisted_care_is_attributed_to_the_collective_pupils_only():
+    # On 2 March p1 (Venray), p2 (decision), p3 (excluded) are enrolled; p5 left at Christmas.
+    result = accepted(assess(reg(day=D(2026, 3, 2), minutes=60), eligible().copy))
+    assert result.attributed_to == "enrolled"
+    assert result.attributions == (Attribution(pupil_ref="p1", municipality=VENRAY),)
+    assert result.cost_cent_minutes == 60 * 7200  # the cost is the registration's, whoever it is attributed to
+
+
+def test_unlisted_care_before_the_decision_is_attributed_to_everybody():
+    result = accepted(assess(reg(day=D(2026, 2, 27)), eligible().copy))
+    assert [a.pupil_ref for a in result.attributions] == ["p1", "p2", "p3"]
+
+
+def test_unlisted_care_with_nobody_collective_is_rejected_saying_so():
+    b = eligible()
+    b.pupil("focus", "p1", "g1", [lives(VENRAY)], eligibility=[status("individual_decision")])
+    text = rejected(assess(reg(day=D(2026, 3, 2)), b.copy))
+    assert text == ("no pupil enrolled in group 'g1' on 2026-03-02 is collectively funded (p1: individual_decision; "
+                    "p2: individual_decision; p3: excluded): their care is funded individually or excluded, not from "
+                    "this pot; there is nobody to attribute the care to")
+
+
+def test_rejection_metric_labels_are_low_cardinality():
+    from services.hours.service import rejection_reason_label
+
+    b = eligible()
+    b.pupil("focus", "p1", "g1", [lives(VENRAY)], eligibility=[status("excluded")])
+    reasons = [*assess(reg(day=D(2026, 3, 2), pupils=["p2", "p3"]), b.copy).reasons,  # type: ignore[union-attr]
+               *assess(reg(day=D(2026, 3, 2)), b.copy).reasons]  # type: ignore[union-attr]
+    assert len(reasons) == 3
+    assert {rejection_reason_label(r) for r in reasons} == {"not_collective"}
+    assert rejection_reason_label(rejected(assess(reg(group_id="g3"), standard().copy))) == "no_arrangement"
+    assert rejection_reason_label(rejected(assess(reg(pupils=["ghost"]), standard().copy))) == "unknown_pupil"
