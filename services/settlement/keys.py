@@ -17,6 +17,7 @@ from typing import Mapping
 
 from services.settlement.routing import (UNKNOWN_RESIDENCE, ArrangementContext, Bucket, PeriodBasis,
                                          SettlementError, each_day, participates, participating_days, route)
+from shared.norms import norm_days
 from shared.schemas import Municipality
 from shared.settlement_keys import KEYS, SettlementKey
 
@@ -141,33 +142,21 @@ class ByNorm(Split):
     """
 
     def period_basis(self, context: ArrangementContext, period_start: dt.date, period_end: dt.date) -> PeriodBasis:
-        arrangement, norm, calendar = context.arrangement, context.norm, context.calendar
-        if norm is None:
+        arrangement = context.arrangement
+        if context.norm is None:
             raise SettlementError(f"key {self.key.name} needs the arrangement's norm {arrangement.norm_id!r}; "
                                   "it is not known")
         policy = arrangement.settlement
         host, munis = context.host_municipality, context.municipalities
-        groups = set(arrangement.group_ids)
         cost: dict[Bucket, Fraction] = defaultdict(Fraction)
         minutes: dict[str, Fraction] = defaultdict(Fraction)
         shown: dict[Bucket, Fraction] = defaultdict(Fraction)
-        last = min(period_end, arrangement.end)
-        for _ref, pupil in context.pupils:
-            if pupil.group_id not in groups:
-                continue
-            for day in each_day(max(period_start, pupil.enrolled_from, arrangement.start), last):
-                school_day = calendar.is_school_day(day) if calendar is not None else day.weekday() < 5
-                if not (school_day and pupil.enrolled_on(day) and pupil.eligibility_on(day) == "collective"):
-                    continue
-                version, need, rate = norm.version_on(day), pupil.care_need_on(day), arrangement.rate_on(day)
-                if version is None or need is None or rate is None or need >= version.threshold_minutes_per_week:
-                    continue
-                residence = pupil.residence_on(day) or UNKNOWN_RESIDENCE
-                daily = Fraction(version.norm_minutes_per_week, 5)
-                bucket = route(residence, day, policy.non_participating, host, munis)
-                minutes[residence] += daily
-                shown[bucket] += daily
-                cost[bucket] += daily * rate
+        for paid in norm_days(arrangement, context.pupils, context.norm, context.calendar, period_start, period_end):
+            residence = paid.residence or UNKNOWN_RESIDENCE
+            bucket = route(residence, paid.day, policy.non_participating, host, munis)
+            minutes[residence] += paid.minutes
+            shown[bucket] += paid.minutes
+            cost[bucket] += paid.cost_cent_minutes
         basis = PeriodBasis(unit=self.key.unit, counts=dict(minutes))
         period_days = (period_end - period_start).days + 1
         for code in minutes:
