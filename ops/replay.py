@@ -9,8 +9,8 @@ that no worker of the service answers on its port.
 
 Which services can be rebuilt this way:
 
-* budget: everything (pots, ledger, alert counters, payments) follows from `care.logged` and
-  `arrangement.payments`, but only while it has issued no final settlement: those are decisions taken on HTTP
+* budget: everything (pots, ledger, alert counters, payments, board cap transfers) follows from `care.logged`,
+  `arrangement.payments` and `board.transfers`, but only while it has issued no final settlement: those are decisions taken on HTTP
   calls (POST /arrangements/{id}/final-settlement), published on `budget.final_settlements` but not consumed
   back. The command refuses when the books hold one.
 * hours: everything follows from `hours.submitted`, judged again against the registry copy as it is now
