@@ -69,7 +69,7 @@ class ToHost(Split):
 
 
 class ByPupilDays(Split):
-    """Every enrolled pupil-day counts for the pupil's residence municipality that day."""
+    """Every enrolled pupil-day of a collective pupil counts for the pupil's residence municipality that day."""
 
     def weights(self, context: ArrangementContext, period_start: dt.date, period_end: dt.date,
                 weights: dict[Bucket, Fraction], counts: dict[str, Fraction]) -> None:
@@ -79,8 +79,8 @@ class ByPupilDays(Split):
             if pupil.group_id not in groups:
                 continue
             for day in each_day(max(period_start, pupil.enrolled_from), period_end):
-                if not pupil.enrolled_on(day):
-                    continue
+                if not pupil.enrolled_on(day) or pupil.eligibility_on(day) != "collective":
+                    continue  # a pupil with an individual decision (or excluded) is not funded by the pot
                 residence = pupil.residence_on(day) or UNKNOWN_RESIDENCE
                 counts[residence] += 1
                 weights[route(residence, day, policy.non_participating, context.host_municipality,

@@ -230,6 +230,22 @@ def test_worked_case_c_moving_pupil_residence_pupils() -> None:
     assert_statement_sums(result)
 
 
+def test_residence_pupils_counts_only_collective_pupil_days() -> None:
+    # March 2025: the Venray pupil has an individual decision from 17 March, so 1..16 March count (16 days);
+    # the Horst pupil is collective all month (31). 47 pupil-days share EUR 47.00 of care, EUR 1.00 each:
+    # Venray EUR 16.00, Horst EUR 31.00; the individually funded days weigh nothing.
+    individual = Pupil.model_validate({
+        "group_id": "g1", "enrolled_from": START.isoformat(),
+        "residence": [{"municipality": VENRAY, "from": START.isoformat()}],
+        "eligibility": [{"from": "2025-03-17", "status": "individual_decision"}]})
+    context = venray_context("residence_pupils",
+                             pupils=(("indiv", individual), ("horst", pupil([(HORST, START, None)]))))
+    assert period_basis(context, D(2025, 3, 1), D(2025, 3, 31)).counts == {VENRAY: 16, HORST: 31}
+    result = close_period(context, [care("r1", D(2025, 3, 3), 60, 4_700)], [], D(2025, 3, 1), D(2025, 3, 31),
+                          ISSUED)
+    assert {s["municipality"]: s["total_cents"] for s in result.statements} == {VENRAY: 1_600, HORST: 3_100}
+
+
 # --- worked case (d): a void after close ------------------------------------------------------------------
 
 def test_worked_case_d_void_after_close_is_a_negative_correction() -> None:
