@@ -100,6 +100,7 @@ class Statement(_Doc):
     lines: list[StatementLine]
     basis: StatementBasis
     education_contribution_cents: int
+    contributions_deducted_cents: int | None = None  # municipalities: what the contributions paid of it
     total_cents: int
     non_participating: bool
     absorbed_from: list[str]

@@ -1055,13 +1055,15 @@ def _statement(context: ArrangementContext, builder: _CloseBuilder, basis: Perio
     coverage = _coverage(context, previous, period_start, period_end)
 
     lines_out: list[dict[str, Any]] = []
-    contribution_deducted = 0
+    education_deducted = contributions_deducted = 0
     for key in sorted(line_amounts):
         line = builder.lines[municipality][key]
         kind = _KIND_OF_ORDER[key.order]
         amount = line_amounts[key]
-        if kind in ("education_contribution", "contribution"):
-            contribution_deducted -= amount
+        if kind == "education_contribution":
+            education_deducted -= amount
+        elif kind == "contribution":
+            contributions_deducted -= amount
         lines_out.append(_line_out(context, key, line, amount, coverage))
 
     period_days = (period_end - period_start).days + 1
@@ -1116,7 +1118,8 @@ def _statement(context: ArrangementContext, builder: _CloseBuilder, basis: Perio
         "currency": "EUR",
         "lines": lines_out,
         "basis": summary,
-        "education_contribution_cents": contribution_deducted,
+        "education_contribution_cents": education_deducted,
+        "contributions_deducted_cents": contributions_deducted,
         "total_cents": sum(line_amounts.values()),
         "non_participating": any(l["non_participating"] for l in lines_out),
         "absorbed_from": sorted({l["absorbed_from"] for l in lines_out if l["absorbed_from"]}),

@@ -188,14 +188,18 @@ def _story(statement: Mapping[str, Any], region_name: str, max_lines: int) -> li
         ("LINEBELOW", (0, 1), (-1, -1), 0.25, colors.lightgrey),
         ("TOPPADDING", (0, 0), (-1, -1), 2), ("BOTTOMPADDING", (0, 0), (-1, -1), 2),
     ]))
+    deductions = [[_p("Education contribution deducted", _BODY),
+                   _p(format_euro_nl(statement.get("education_contribution_cents", 0)), _RIGHT)]]
+    if statement.get("contributions_deducted_cents"):
+        deductions.append([_p("Paid by contributions (waterfall) deducted", _BODY),
+                           _p(format_euro_nl(statement["contributions_deducted_cents"]), _RIGHT)])
     total_table = Table(
-        [[_p("Education contribution deducted", _BODY),
-          _p(format_euro_nl(statement.get("education_contribution_cents", 0)), _RIGHT)],
+        [*deductions,
          [Paragraph("<b>Total to pay</b>" if statement["total_cents"] >= 0 else "<b>Total to receive (credit)</b>",
                     _BODY),
           Paragraph(f"<b>{escape(format_euro_nl(statement['total_cents']))}</b>", _RIGHT)]],
         colWidths=[_CONTENT_WIDTH - 40 * mm, 40 * mm])
-    total_table.setStyle(TableStyle([("LINEABOVE", (0, 1), (-1, 1), 0.8, colors.black)]))
+    total_table.setStyle(TableStyle([("LINEABOVE", (0, -1), (-1, -1), 0.8, colors.black)]))
 
     story: list[Any] = [
         _p(region_name, _TITLE),

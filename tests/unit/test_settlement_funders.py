@@ -81,8 +81,10 @@ def test_f_midden_limburg_waterfall_education_then_subsidy_then_the_municipaliti
     bel = by_funder(result.statements)["BEL"]
     assert bel["contributions"] == [{"position": 1, "label": "BEL-subsidie", "amount_cents": 10_000_000,
                                      "applied_cents": 10_000_000, "this_statement_cents": 10_000_000}]
-    west_kinds = {l["kind"] for l in by_funder(result.statements)[WEST]["lines"]}
-    assert west_kinds == {"care", "contribution"}
+    west = by_funder(result.statements)[WEST]
+    assert {l["kind"] for l in west["lines"]} == {"care", "contribution"}
+    # West's care 78,120.00 (0.558 of 140,000.00), of which the contributions paid 0.558 x 120,000.00 = 66,960.00.
+    assert (west["contributions_deducted_cents"], west["education_contribution_cents"]) == (6_696_000, 0)
 
 
 def test_contributions_are_used_up_first_statements_first_over_several_closes() -> None:
