@@ -10,6 +10,11 @@ over the cap.
 
 The dates follow the school year that has started by today (the real case ran 2025-08-18 .. 2026-07-08),
 so the dashboard shows a pot in progress and `python -m ops simulate` has school days to fill in.
+
+School calendar (design.md section 11): for a school year in `CALENDARS` the region gets the real school
+holidays of regio zuid (Venray, Land van Cuijk: Limburg and Noord-Brabant are in the south), and both pots
+count their elapsed share, burn ratio and forecast in school days. Each group has a plan of its 40 h (or
+32 h) a week, so the pots show planned against delivered care per group.
 """
 from __future__ import annotations
 
@@ -21,6 +26,36 @@ import httpx
 from shared.timeutil import today
 
 VENRAY, HORST, BOXMEER, GENNEP = "GM0984", "GM1507", "GM1702", "GM0907"
+
+# School holidays of regio zuid, per school year (first calendar year). Source: the Rijksoverheid schedule
+# ("Schoolvakanties 2026-2027", rijksoverheid.nl/onderwerpen/schoolvakanties): summer and Christmas are set by
+# the minister, autumn, spring and May are advice dates that southern schools follow; the Easter, Whitsun and
+# Ascension days are the public holidays. Checked against published school timetables in the south (Nijmegen:
+# carnival week 8-12 February 2027, summer 19 July - 27 August 2027). The meivakantie is taken as two weeks, as
+# most schools in the south do (the national minimum is 24 April - 2 May); Koningsdag (27 April), Bevrijdingsdag
+# (5 May) and Ascension fall inside it. Holidays include the weekends around them (from the first Saturday).
+CALENDARS: dict[int, tuple[str, str, tuple[tuple[str, str, str], ...]]] = {
+    2026: ("regio-zuid-2026-2027", "Schoolvakanties regio zuid 2026/2027", (
+        ("2026-10-17", "2026-10-25", "Herfstvakantie"),
+        ("2026-12-19", "2027-01-03", "Kerstvakantie"),
+        ("2027-02-06", "2027-02-14", "Voorjaarsvakantie (carnaval)"),
+        ("2027-03-26", "2027-03-29", "Goede Vrijdag en Pasen"),
+        ("2027-04-24", "2027-05-09", "Meivakantie (met Koningsdag en Bevrijdingsdag)"),
+        ("2027-05-06", "2027-05-07", "Hemelvaart"),
+        ("2027-05-16", "2027-05-17", "Pinksteren"),
+        ("2027-07-17", "2027-08-29", "Zomervakantie"),
+    )),
+}
+
+
+def calendar_doc(first_year: int) -> tuple[str, dict] | None:
+    """(calendar_id, PUT /calendars body) of the demo's school year, None when it has no known calendar."""
+    known = CALENDARS.get(first_year)
+    if known is None:
+        return None
+    calendar_id, name, holidays = known
+    return calendar_id, {"name": name, "holidays": [{"from": lo, "until": hi, "name": label}
+                                                    for lo, hi, label in holidays]}
 MUNICIPALITIES = ((VENRAY, "Venray", 8120), (HORST, "Horst aan de Maas", 8950), (BOXMEER, "Land van Cuijk", 18400),
                   (GENNEP, "Gennep", 3100))
 
@@ -44,6 +79,7 @@ class DemoSchool:
     arrangement: dict
     groups: tuple[DemoGroup, ...]
     pupils: dict[str, dict] = field(default_factory=dict)
+    calendar: tuple[str, dict] | None = None  # (calendar_id, body) when the school year has a known calendar
 
 
 def _monday_on_or_after(day: dt.date) -> dt.date:
@@ -67,6 +103,8 @@ def region(first_year: int | None = None) -> tuple[DemoSchool, ...]:
     start = venray_start(year)
     end = start + dt.timedelta(days=324)  # 2025-08-18 -> 2026-07-08: the pilot's last day before summer
     january = dt.date(year + 1, 1, 1)
+    calendar = calendar_doc(year)
+    on_calendar = {"calendar_id": calendar[0]} if calendar else {}
     pupils: dict[str, dict] = {}
     for i in range(24):
         home = VENRAY if i % 10 != 9 else (HORST if i % 20 == 9 else GENNEP)  # 22 of 24 (92%) live in Venray
@@ -88,7 +126,14 @@ def region(first_year: int | None = None) -> tuple[DemoSchool, ...]:
             "installments": [{"due": dt.date(year, 9, 1).isoformat(), "amount_cents": 4_420_000},
                              {"due": dt.date(year + 1, 2, 1).isoformat(), "amount_cents": 11_960_000}],
             "settlement": {"key": "residence_hours"},
+            # 40 h = 2,400 min a week for the second group all year and the first from 1 January; an alert when a
+            # group gets less than half of it in a school week, and when over 15% of the pupils live elsewhere.
+            "plan": [{"group_id": "group-2", "from": start.isoformat(), "minutes_per_week": 2400},
+                     {"group_id": "group-1", "from": january.isoformat(), "minutes_per_week": 2400}],
+            "capacity_alert_ratio": 0.5, "non_resident_alert_share": 0.15,
+            **on_calendar,
         },
+        calendar=calendar,
         groups=(
             # The second group is the extension (all school year); the first is prolonged from 1 January.
             DemoGroup("group-2", "Onderwijszorggroep 2", start, 480, "cw-anouk",
@@ -115,7 +160,10 @@ def region(first_year: int | None = None) -> tuple[DemoSchool, ...]:
             "installments": [{"due": dt.date(year, 10, 1).isoformat(), "amount_cents": 3_000_000},
                              {"due": dt.date(year + 1, 3, 1).isoformat(), "amount_cents": 3_000_000}],
             "settlement": {"key": "residence_pupils"},
+            "plan": [{"group_id": "zml-a", "from": start.isoformat(), "minutes_per_week": 1920}],  # 32 h a week
+            **on_calendar,
         },
+        calendar=calendar,
         groups=(DemoGroup("zml-a", "ZML A", start, 384, "cw-fatima", tuple(mb_pupils)),),
         pupils=mb_pupils,
     )
@@ -134,6 +182,8 @@ def seed(base_url: str, token: str, first_year: int | None = None) -> dict[str, 
 
         for code, name, youth in MUNICIPALITIES:
             put(f"/municipalities/{code}", {"name": name, "youth_population": youth})
+        for calendar_id, body in {s.calendar[0]: s.calendar[1] for s in schools if s.calendar}.items():
+            put(f"/calendars/{calendar_id}", body)
         for school in schools:
             put(f"/schools/{school.school_id}", {"name": school.name, "municipality": school.host})
             for group in school.groups:

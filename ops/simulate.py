@@ -10,8 +10,9 @@ What a day looks like (a care worker's log, not an average): the group's planned
 480 min a day) in three to five blocks of the ZiO task categories, weighted towards behaviour and social
 skills; individual tasks (personal care, mental-health treatment, paramedical) name one or two pupils, group
 tasks none (the cost then goes to every pupil enrolled that day). About one day in thirty the care worker is
-absent (no registrations) and some days end early. School holidays follow an approximate southern-region
-calendar (ISO weeks below).
+absent (no registrations) and some days end early. School holidays are those of the demo's school calendar
+(ops/demo.py, regio zuid), or for a school year without one an approximate southern-region calendar (ISO
+weeks below).
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from typing import Any, Iterator
 import httpx
 
 from ops.demo import DemoGroup, DemoSchool, region
+from shared.schemas import Calendar
 from shared.timeutil import today
 
 # Autumn (43), Christmas (52, 1), carnival (8), May (18): approximate, south of the Netherlands.
@@ -45,10 +47,10 @@ class Totals:
     minutes: int = 0
 
 
-def school_days(start: dt.date, end: dt.date) -> Iterator[dt.date]:
+def school_days(start: dt.date, end: dt.date, calendar: Calendar | None = None) -> Iterator[dt.date]:
     day = start
     while day <= end:
-        if day.weekday() < 5 and day.isocalendar()[1] not in HOLIDAY_WEEKS:
+        if calendar.is_school_day(day) if calendar else (day.weekday() < 5 and day.isocalendar()[1] not in HOLIDAY_WEEKS):
             yield day
         day += dt.timedelta(days=1)
 
@@ -113,7 +115,9 @@ def simulate(base_url: str, token: str, speed: float = 4.0, max_days: int | None
                           headers={"Authorization": f"Bearer {token}"}) as api:
             interval = 1.0 / speed if speed > 0 else 0.0
             next_at = time.monotonic()
-            for day in school_days(start, last):
+            seeded = next((s.calendar for s in schools if s.calendar), None)
+            calendar = Calendar.model_validate(seeded[1]) if seeded else None
+            for day in school_days(start, last, calendar):
                 if stopping["now"] or (max_days is not None and totals.days >= max_days):
                     break
                 items = []

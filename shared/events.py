@@ -152,6 +152,19 @@ class BudgetAlert(Event):
     spent_cents: int
     cap_cents: int
     crossed_at: dt.datetime
+    # Design.md section 11; optional, so alerts written before them still read as "threshold" alerts.
+    # capacity_gap: `threshold` is the capacity_alert_ratio, the group got `delivered_minutes` of its
+    # `planned_minutes` in the completed school week `week` ("2026-W07", starting `week_start`).
+    # non_resident_share: `threshold` is the arrangement's non_resident_alert_share, `share` the pupil share reached.
+    kind: Literal["threshold", "capacity_gap", "non_resident_share"] = "threshold"
+    group_id: str | None = None
+    week: str | None = None
+    week_start: dt.date | None = None
+    planned_minutes: int | None = None
+    delivered_minutes: int | None = None
+    share: float | None = None
+    pupils: int | None = None
+    non_resident_pupils: int | None = None
 
 
 # --- settlement.statements -------------------------------------------------------------------------

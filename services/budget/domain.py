@@ -29,6 +29,7 @@ from functools import lru_cache
 from fractions import Fraction
 from typing import Any, Iterable, Mapping, Sequence
 
+from services.budget import capacity
 from shared.events import CareLogged, CareVoided
 from shared.money import (
     CENT_MINUTES_PER_CENT,
@@ -37,7 +38,7 @@ from shared.money import (
     largest_remainder,
     round_half_up,
 )
-from shared.schemas import Arrangement
+from shared.schemas import Arrangement, Calendar
 
 BOOK_FORMAT_VERSION = 2  # 2: spent and minutes per calendar month (budget and school years)
 UNSPECIFIED_FUNDING = "unspecified"
@@ -107,6 +108,10 @@ class LoggedFacts:
     funding: str | None
     residences: tuple[str, ...]
     host_municipality: str
+    # Design.md section 11: delivered minutes per group and week, distinct pupils by residence. Empty in facts
+    # stored before they were kept (those registrations are then left out of these figures, also on a void).
+    group_id: str = ""
+    pupils: tuple[str, ...] = ()  # the attributed pupil refs, in the order of `residences`
 
     @classmethod
     def from_event(cls, event: CareLogged, host_municipality: str | None = None) -> "LoggedFacts":
@@ -120,6 +125,8 @@ class LoggedFacts:
             funding=event.funding,
             residences=tuple(a.municipality for a in event.attributions),
             host_municipality=host_municipality or event.host_municipality,
+            group_id=event.group_id,
+            pupils=tuple(a.pupil_ref for a in event.attributions),
         )
 
     @property
@@ -163,6 +170,8 @@ class LoggedFacts:
             "funding": self.funding,
             "residences": list(self.residences),
             "host_municipality": self.host_municipality,
+            "group_id": self.group_id,
+            "pupils": list(self.pupils),
         }
 
     @classmethod
@@ -177,6 +186,8 @@ class LoggedFacts:
             funding=data.get("funding"),
             residences=tuple(data.get("residences", ())),
             host_municipality=data["host_municipality"],
+            group_id=data.get("group_id", ""),
+            pupils=tuple(data.get("pupils", ())),
         )
 
 
@@ -208,6 +219,16 @@ class PotBook:
     minutes_by_month: dict[str, int] = field(default_factory=dict)
     alerted_levels: set[float] = field(default_factory=set)
     host_municipality: str | None = None
+    # Design.md section 11 (services/budget/capacity.py). Delivered minutes per "group/ISO week"; live
+    # attributions per "pupil_ref/residence code" and, per pupil, those outside the host municipality.
+    minutes_by_group_week: dict[str, int] = field(default_factory=dict)
+    pupil_residences: dict[str, int] = field(default_factory=dict)
+    non_resident_pupils: dict[str, int] = field(default_factory=dict)
+    # Alert state, managed like alerted_levels: "group/week" keys alerted as capacity gaps (never re-armed), the
+    # non-resident pupil share alerted (re-armed below the threshold) and how many such alerts were emitted.
+    capacity_alerted: set[str] = field(default_factory=set)
+    non_resident_alerted: bool = False
+    non_resident_alerts: int = 0
 
     @property
     def attributed_minutes(self) -> int:
@@ -240,6 +261,12 @@ class PotBook:
             "minutes_by_month": dict(sorted(self.minutes_by_month.items())),
             "alerted_levels": sorted(self.alerted_levels),
             "host_municipality": self.host_municipality,
+            "minutes_by_group_week": dict(sorted(self.minutes_by_group_week.items())),
+            "pupil_residences": dict(sorted(self.pupil_residences.items())),
+            "non_resident_pupils": dict(sorted(self.non_resident_pupils.items())),
+            "capacity_alerted": sorted(self.capacity_alerted),
+            "non_resident_alerted": self.non_resident_alerted,
+            "non_resident_alerts": self.non_resident_alerts,
         }
 
     @classmethod
@@ -270,6 +297,12 @@ class PotBook:
             minutes_by_month={str(k): int(v) for k, v in data.get("minutes_by_month", {}).items()},
             alerted_levels={float(x) for x in data.get("alerted_levels", [])},
             host_municipality=data.get("host_municipality"),
+            minutes_by_group_week={str(k): int(v) for k, v in data.get("minutes_by_group_week", {}).items()},
+            pupil_residences={str(k): int(v) for k, v in data.get("pupil_residences", {}).items()},
+            non_resident_pupils={str(k): int(v) for k, v in data.get("non_resident_pupils", {}).items()},
+            capacity_alerted={str(x) for x in data.get("capacity_alerted", [])},
+            non_resident_alerted=bool(data.get("non_resident_alerted", False)),
+            non_resident_alerts=int(data.get("non_resident_alerts", 0)),
         )
 
 
@@ -297,6 +330,13 @@ def apply_facts(book: PotBook, facts: LoggedFacts, sign: int = 1) -> PotBook:
         book.non_resident_minutes += sign * facts.non_resident_minutes(shares)
     else:
         book.unattributed_minutes += sign * facts.minutes
+    if facts.group_id:
+        _add(book.minutes_by_group_week, f"{facts.group_id}/{facts.week}", sign * facts.minutes)
+    if len(facts.pupils) == len(facts.residences):
+        for ref, code in zip(facts.pupils, facts.residences):
+            _add(book.pupil_residences, f"{ref}/{code}", sign)
+            if code != facts.host_municipality:
+                _add(book.non_resident_pupils, ref, sign)
     return book
 
 
@@ -437,20 +477,27 @@ def update_alerts(arrangement: Arrangement, book: PotBook) -> list[Alert]:
 
 # --- figures ---------------------------------------------------------------------------------------
 
-def elapsed_fraction(start: dt.date, end: dt.date, today: dt.date) -> Fraction:
+def elapsed_fraction(start: dt.date, end: dt.date, today: dt.date, calendar: Calendar | None = None) -> Fraction:
     """Share of the arrangement's days passed, today included: (min(today, end) - start + 1) / days.
 
-    0 before the start, 1/days on the start day, 1 from the end day on.
+    0 before the start, 1/days on the start day, 1 from the end day on. With a school calendar the days are
+    school days (design.md section 11): a holiday does not move it (an arrangement without any school day
+    falls back to calendar days).
     """
     if today < start:
         return Fraction(0)
+    if calendar is not None:
+        passed_days, school_days = capacity.elapsed_school_days(calendar, start, end, today)
+        if school_days > 0:
+            return Fraction(passed_days, school_days)
     total = (end - start).days + 1
     passed = (min(today, end) - start).days + 1
     return min(Fraction(1), max(Fraction(0), Fraction(passed, total)))
 
 
-def _straight_line_cents(cap_cents: int, start: dt.date, end: dt.date, day: dt.date) -> int:
-    return round_half_up(cap_cents * elapsed_fraction(start, end, day))
+def _straight_line_cents(cap_cents: int, start: dt.date, end: dt.date, day: dt.date,
+                         calendar: Calendar | None = None) -> int:
+    return round_half_up(cap_cents * elapsed_fraction(start, end, day, calendar))
 
 
 @dataclass(frozen=True)
@@ -532,7 +579,8 @@ def year_figures(arrangement: Arrangement, book: PotBook, payments: Sequence[Pay
     return by_budget_year, by_school_year
 
 
-def weekly_series(arrangement: Arrangement, book: PotBook, today: dt.date) -> list[dict[str, Any]]:
+def weekly_series(arrangement: Arrangement, book: PotBook, today: dt.date, calendar: Calendar | None = None
+                  ) -> list[dict[str, Any]]:
     """One row per ISO week from the start's week to the end's week (plus any week with bookings outside).
 
     `spent_cents` is that week's exact spending rounded once; `cumulative_cents` is the exact running
@@ -559,7 +607,7 @@ def weekly_series(arrangement: Arrangement, book: PotBook, today: dt.date) -> li
             "spent_cents": None if future else cent_minutes_to_cents(spent),
             "cumulative_cents": None if future else cent_minutes_to_cents(cumulative),
             "straight_line_cents": _straight_line_cents(
-                arrangement.cap_cents, arrangement.start, arrangement.end, week_end
+                arrangement.cap_cents, arrangement.start, arrangement.end, week_end, calendar
             ),
         })
     return rows
@@ -578,8 +626,8 @@ def after_final_settlement(spent_cents: int, latest: Mapping[str, Any] | None) -
 
 
 def pot_figures(arrangement: Arrangement, book: PotBook, today: dt.date,
-                payments: Sequence[Payment] = (), final_settlement: Mapping[str, Any] | None = None
-                ) -> dict[str, Any]:
+                payments: Sequence[Payment] = (), final_settlement: Mapping[str, Any] | None = None,
+                calendar: Calendar | None = None) -> dict[str, Any]:
     """The section-6 figures of one pot, JSON-able (dates as ISO strings, dict keys as strings).
 
     Paid figures come from the payments actually recorded (design.md section 10), not from due dates: an
@@ -589,11 +637,16 @@ def pot_figures(arrangement: Arrangement, book: PotBook, today: dt.date,
     shown figures so that the display adds up: remaining = cap - spent, savings = individual equivalent
     - spent, true_up = spent - installments paid, after_final_settlement = spent - what the latest final
     settlement (`final_settlement`, its document) counted as delivered.
+
+    `calendar`: the arrangement's school calendar (design.md section 11), when it has one: the elapsed fraction,
+    burn ratio, forecast and straight line then count school days; planned capacity counts school days always.
     """
     cap = arrangement.cap_cents
     spent_exact = Fraction(book.spent_cent_minutes, CENT_MINUTES_PER_CENT)
     spent = round_half_up(spent_exact)
-    elapsed = elapsed_fraction(arrangement.start, arrangement.end, today)
+    elapsed = elapsed_fraction(arrangement.start, arrangement.end, today, calendar)
+    school_days_elapsed, school_days_total = capacity.elapsed_school_days(calendar, arrangement.start,
+                                                                          arrangement.end, today)
 
     burn_ratio = None
     forecast = None
@@ -658,7 +711,12 @@ def pot_figures(arrangement: Arrangement, book: PotBook, today: dt.date,
         "minutes": book.minutes,
         "registrations": book.registrations,
         "days_total": (arrangement.end - arrangement.start).days + 1,
-        "days_elapsed": round_half_up(elapsed * ((arrangement.end - arrangement.start).days + 1)),
+        "days_elapsed": round_half_up(elapsed_fraction(arrangement.start, arrangement.end, today)
+                                      * ((arrangement.end - arrangement.start).days + 1)),
+        "calendar_id": arrangement.calendar_id,
+        "elapsed_basis": "school_days" if calendar is not None else "calendar_days",
+        "school_days_total": school_days_total,
+        "school_days_elapsed": school_days_elapsed,
         "elapsed_fraction": float(elapsed),
         "burn_ratio": burn_ratio,
         "forecast_cents": forecast,
@@ -690,7 +748,11 @@ def pot_figures(arrangement: Arrangement, book: PotBook, today: dt.date,
         "minutes_by_task_category": {str(k): v for k, v in sorted(book.minutes_by_category.items())},
         "spent_cents_by_task_category": {str(k): v for k, v in sorted(spent_by_category.items())},
         "minutes_by_funding": dict(sorted(book.minutes_by_funding.items())),
-        "weekly": weekly_series(arrangement, book, today),
+        "weekly": weekly_series(arrangement, book, today, calendar),
+        **capacity.plan_figures(arrangement, calendar, book, today),
+        "capacity_alert_ratio": arrangement.capacity_alert_ratio,
+        **capacity.pupil_figures(book),
+        "non_resident_alert_share": arrangement.non_resident_alert_share,
         "by_budget_year": by_budget_year,
         "by_school_year": by_school_year,
         **after_final_settlement(spent, final_settlement),

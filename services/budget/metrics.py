@@ -28,6 +28,13 @@ SAVINGS = Gauge("zorgpot_pot_savings_cents",
                 "Individual equivalent (minutes x individual rate) minus spent, euro cents", POT)
 NON_RESIDENT = Gauge("zorgpot_pot_non_resident_share",
                      "Share (0..1) of attributed care minutes for pupils living outside the host municipality", POT)
+NON_RESIDENT_PUPILS = Gauge("zorgpot_pot_non_resident_pupil_share",
+                            "Share (0..1) of the pupils with attributed care who lived outside the host municipality "
+                            "on a care day", POT)
+PLANNED_TO_DATE = Gauge("zorgpot_pot_planned_to_date_cents",
+                        "Cost of the planned capacity up to today (plan minutes per school day x rate), euro cents", POT)
+GROUP_DELIVERY = Gauge("zorgpot_pot_group_delivery_ratio",
+                       "Care minutes delivered to a group / its planned minutes up to today", POT + ("group",))
 MINUTES = Gauge("zorgpot_pot_minutes", "Care minutes booked on the pot", POT)
 ELAPSED = Gauge("zorgpot_pot_elapsed_fraction", "Share (0..1) of the arrangement's days passed, today included", POT)
 STATUS = Gauge("zorgpot_pot_status", "Pot status: 0 ok, 1 warning (lowest alert threshold reached), 2 exceeded", POT)
@@ -40,7 +47,7 @@ RECONCILIATION = Gauge("zorgpot_reconciliation_cents",
 log = logging.getLogger("zorgpot.budget")
 STATUS_CODES = {"ok": 0, "warning": 1, "exceeded": 2}
 _OPTIONAL = ((FORECAST, "forecast_cents"), (BURN, "burn_ratio"), (SAVINGS, "savings_cents"),
-             (NON_RESIDENT, "non_resident_share"))
+             (NON_RESIDENT, "non_resident_share"), (NON_RESIDENT_PUPILS, "non_resident_pupil_share"))
 
 
 def publish_pot(figures: dict[str, Any]) -> None:
@@ -49,19 +56,29 @@ def publish_pot(figures: dict[str, Any]) -> None:
     SPENT.labels(*labels).set(figures["spent_cents"])
     REMAINING.labels(*labels).set(figures["remaining_cents"])
     MINUTES.labels(*labels).set(figures["minutes"])
+    PLANNED_TO_DATE.labels(*labels).set(figures["planned_to_date_cents"])
+    for group in figures["by_group"]:
+        if group["delivery_ratio"] is None:
+            _remove(GROUP_DELIVERY, *labels, group["group_id"])
+        else:
+            GROUP_DELIVERY.labels(*labels, group["group_id"]).set(group["delivery_ratio"])
     ELAPSED.labels(*labels).set(figures["elapsed_fraction"])
     STATUS.labels(*labels).set(STATUS_CODES[figures["status"]])
     for gauge, key in _OPTIONAL:
         if figures[key] is None:
-            try:
-                gauge.remove(*labels)
-            except KeyError:
-                pass
+            _remove(gauge, *labels)
         else:
             gauge.labels(*labels).set(figures[key])
     by_category = figures["minutes_by_task_category"]
     for category in TASK_CATEGORIES:  # every category, 0 included: stable series for graphs
         BY_CATEGORY.labels(*labels, str(category)).set(by_category.get(str(category), 0))
+
+
+def _remove(gauge: Gauge, *labels: str) -> None:
+    try:
+        gauge.remove(*labels)
+    except KeyError:
+        pass
 
 
 def publish_reconciliation(rows: Iterable[dict[str, Any]]) -> None:

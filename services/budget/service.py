@@ -24,7 +24,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.budget import books
+from services.budget import books, capacity
 from services.budget.domain import (LoggedFacts, Payment, PotBook, apply_logged, apply_voided, crossed_alerts,
                                     pot_figures, reconciliation_cents, rearm_alerts, update_alerts)
 from services.budget.final_settlement import check_may_issue, decide, final_settlement_document
@@ -34,9 +34,10 @@ from shared.drawing_rights import CapTransfer, effective_arrangement, transfer_h
 from shared.events import (BudgetAlert, CapTransferred, CareLogged, CareVoided, Event, FinalSettlementIssued,
                            PaymentRecorded)
 from shared.kernel import Park, Subscription, UnitOfWork
+from shared.money import round_half_up
 from shared.outbox import OutgoingEvent, enqueue
 from shared.registry import RegistryCopy
-from shared.schemas import Arrangement
+from shared.schemas import Arrangement, Calendar
 from shared.stream_metrics import EVENTS_PROCESSED, count
 from shared.timeutil import today
 
@@ -228,7 +229,7 @@ class BudgetService:
         arrangement = self._arrangement(pot)  # with its effective cap (board transfers)
         if arrangement is None:
             return []
-        out = []
+        out = self._non_resident_alert(pot, arrangement, crossed_at)
         for level, threshold in update_alerts(arrangement, pot.book):
             pot.alerts_emitted += 1
             alert = BudgetAlert(
@@ -239,6 +240,47 @@ class BudgetService:
             log.info("budget alert %s: %s at %.2f of the cap (%d of %d cents)", pot.arrangement_id, level,
                      threshold, alert.spent_cents, alert.cap_cents)
         return out
+
+    def _calendar(self, arrangement: Arrangement) -> Calendar | None:
+        return self.registry.calendars.get(arrangement.calendar_id) if arrangement.calendar_id else None
+
+    def _kind_alert(self, pot: Pot, arrangement: Arrangement, event_id: str, threshold: float,
+                    crossed_at: dt.datetime, **fields: Any) -> OutgoingEvent:
+        """A capacity_gap or non_resident_share alert (design.md section 11). Their event ids name what they are
+        about rather than counting with the threshold alerts, so a replay that meets them in another order
+        reproduces the same ids; `alerts_emitted` stays the threshold alerts' counter."""
+        alert = BudgetAlert(event_id=event_id, arrangement_id=pot.arrangement_id, school_id=pot.school_id,
+                            level="warning", threshold=threshold, spent_cents=pot.book.spent_cents,
+                            cap_cents=arrangement.cap_cents, crossed_at=crossed_at, **fields)
+        log.info("budget alert %s: %s %s", pot.arrangement_id, alert.kind,
+                 {k: v for k, v in fields.items() if k != "kind"})
+        return OutgoingEvent(topics.BUDGET_ALERTS, pot.arrangement_id.encode(), alert.to_bytes())
+
+    def _non_resident_alert(self, pot: Pot, arrangement: Arrangement, crossed_at: dt.datetime) -> list[OutgoingEvent]:
+        """One alert when the non-resident pupil share reaches the arrangement's non_resident_alert_share
+        (re-armed once it is below again); recorded on the book in the same transaction."""
+        share = capacity.update_non_resident_alert(arrangement, pot.book)
+        if share is None:
+            return []
+        figures = capacity.pupil_figures(pot.book)
+        return [self._kind_alert(
+            pot, arrangement, f"alert:{pot.arrangement_id}:non_resident_share:{pot.book.non_resident_alerts}",
+            float(arrangement.non_resident_alert_share or 0), crossed_at, kind="non_resident_share",
+            share=float(share), pupils=figures["pupils_with_care"], non_resident_pupils=figures["non_resident_pupils"])]
+
+    def _capacity_alerts(self, pot: Pot, crossed_at: dt.datetime) -> list[OutgoingEvent]:
+        """One capacity_gap alert per group and completed school week below the ratio of its plan, recorded on
+        the book. Time decides when a week is completed, so the sweep (not an event) finds them."""
+        arrangement = self.registry.arrangements.get(pot.arrangement_id)
+        if arrangement is None or not arrangement.plan:
+            return []
+        gaps = capacity.capacity_gaps(arrangement, self._calendar(arrangement), pot.book, self.clock())
+        capacity.record_capacity_gaps(pot.book, gaps)
+        return [self._kind_alert(
+            pot, arrangement, f"alert:{pot.arrangement_id}:capacity_gap:{gap.group_id}:{gap.week}",
+            arrangement.capacity_alert_ratio, crossed_at, kind="capacity_gap", group_id=gap.group_id, week=gap.week,
+            week_start=gap.week_start, planned_minutes=round_half_up(gap.planned_minutes),
+            delivered_minutes=gap.delivered_minutes) for gap in gaps]
 
     async def sweep_alerts(self) -> set[str]:
         """Re-evaluate every pot's thresholds against the current arrangement: a changed cap or threshold
@@ -252,7 +294,8 @@ class BudgetService:
         async with self.engine.begin() as conn:
             pots = await self._load_pots(conn, stale, for_update=True)
             now = dt.datetime.now(dt.timezone.utc)
-            outgoing = [alert for pot in pots.values() for alert in self._alerts(pot, now)]
+            outgoing = [alert for pot in pots.values()
+                        for alert in self._alerts(pot, now) + self._capacity_alerts(pot, now)]
             await self._store_pots(conn, list(pots.values()))
             await enqueue(conn, self.outbox, outgoing)
         if outgoing:
@@ -264,7 +307,10 @@ class BudgetService:
         if arrangement is None:
             return False
         trial = PotBook.from_dict(pot.book.to_dict())
-        return bool(rearm_alerts(arrangement, trial)) or bool(crossed_alerts(arrangement, trial))
+        return (bool(rearm_alerts(arrangement, trial)) or bool(crossed_alerts(arrangement, trial))
+                or capacity.non_resident_alert_would_change(arrangement, trial)
+                or bool(arrangement.plan and capacity.capacity_gaps(arrangement, self._calendar(arrangement), trial,
+                                                                    self.clock())))
 
     # -- storage helpers ------------------------------------------------------------------------------
     async def _load_pots(self, conn: AsyncConnection, arrangement_ids: Iterable[str] | None = None,
@@ -315,7 +361,8 @@ class BudgetService:
         arrangement's cap + transfers in - transfers out); the transfers themselves are listed beside."""
         school = self.registry.schools.get(arrangement.school_id)
         moved = transfers or []
-        figures = pot_figures(effective_arrangement(arrangement_id, arrangement, moved), book, self.clock(), list(payments), final_settlement)
+        figures = pot_figures(effective_arrangement(arrangement_id, arrangement, moved), book, self.clock(), list(payments), final_settlement,
+                              calendar=self._calendar(arrangement))
         if figures["host_municipality"] is None and school is not None:
             figures["host_municipality"] = school.municipality  # nothing booked yet: the school's host
         return {"arrangement_id": arrangement_id, "school_id": arrangement.school_id,

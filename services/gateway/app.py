@@ -24,6 +24,7 @@ from services.gateway import boards, final_settlements
 from services.gateway.auth import STATEMENT_ROLES, Principal, authenticate, forbid, hash_token, new_token, now_utc
 from services.gateway.deps import (RETRY_AFTER_S, CodePath, IdPath, NoNulStr, no_nul, require_broker,
                                    require_coordinator, service_get)
+from services.gateway.calendars import router as calendars_router
 from services.gateway.parsing import BodyError, UnsupportedMediaType, read_items, validate_items
 from services.gateway.service import Conflict, Intake, Invalid, NotFound, RegistryWriter
 from shared.db import make_engine, readonly
@@ -153,6 +154,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(api_router(), prefix="/api/v1")
     app.include_router(pots.router, prefix="/api/v1")
+    app.include_router(calendars_router, prefix="/api/v1")
     app.include_router(settlements.router, prefix="/api/v1")
     app.include_router(deadletters.router, prefix="/api/v1")
     app.include_router(payments.router, prefix="/api/v1")

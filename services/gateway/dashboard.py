@@ -128,6 +128,23 @@ function chart(pot) {
     "</svg>";
 }
 
+function groups(pot) {
+  const shown = (pot.by_group || []).filter((g) => g.planned_minutes_to_date > 0 || g.delivered_minutes > 0);
+  if (!shown.length) return '<span class="meta">no plan</span>';
+  const hours = (m) => (m / 60).toFixed(1) + " h";
+  return shown.map((g) => {
+    const ratio = g.delivery_ratio;
+    const low = ratio !== null && ratio < pot.capacity_alert_ratio;
+    const fig = ratio === null ? hours(g.delivered_minutes) + " delivered, nothing planned to date" :
+      hours(g.delivered_minutes) + " of " + hours(g.planned_minutes_to_date) + " planned (" + pct(ratio, 0) + ")";
+    return '<div class="grp" data-group="' + esc(g.group_id) + '"><b>' + esc(g.group_id) + "</b> " +
+      '<span class="gfig' + (low ? " hot" : "") + '">' + fig + "</span>" +
+      '<div class="gbar"><div class="gfill' + (low ? " low" : "") + '" style="width:' +
+      (100 * Math.min(1, ratio || 0)).toFixed(1) + '%%"></div></div></div>';
+  }).join("") + (pot.planned_cents > 0 ? '<div class="meta">planned to date ' + esc(pot.planned_to_date_display) +
+    " of " + esc(pot.planned_display) + "</div>" : '<div class="meta">no plan</div>');
+}
+
 function row(pot) {
   const share = pot.cap_cents > 0 ? Math.min(1, pot.spent_cents / pot.cap_cents) : (pot.spent_cents > 0 ? 1 : 0);
   const over = pot.forecast_cents !== null && pot.forecast_cents > pot.cap_cents;
@@ -143,11 +160,14 @@ function row(pot) {
     '<div class="figs"><b class="spent">' + esc(pot.spent_display) + "</b> of " + esc(pot.cap_display) +
     " (" + pct(pot.cap_cents ? pot.spent_cents / pot.cap_cents : null) + ")</div>" +
     '<div class="meta">' + esc(pot.remaining_display) + " left &middot; " + (pot.minutes / 60).toFixed(1) +
-    " h in " + pot.registrations + " registrations &middot; " + pct(pot.elapsed_fraction) + " of the time</div></td>" +
+    " h in " + pot.registrations + " registrations &middot; " + pct(pot.elapsed_fraction) +
+    (pot.elapsed_basis === "school_days" ? " of the school days" : " of the time") + "</div></td>" +
     '<td class="num burn' + (pot.burn_ratio > 1 ? " hot" : "") + '">' + burn + "</td>" +
     '<td class="num forecast' + (over ? " hot" : "") + '">' + esc(pot.forecast_display || "n/a") + "</td>" +
     '<td class="num savings">' + esc(pot.savings_display || "n/a") + "</td>" +
-    '<td class="num nonres">' + pct(pot.non_resident_share) + "</td>" +
+    '<td class="num nonres">' + pct(pot.non_resident_share) + '<div class="meta">' + pot.non_resident_pupils + " of " +
+    pot.pupils_with_care + " pupils</div></td>" +
+    '<td class="groups">' + groups(pot) + "</td>" +
     "<td>" + chart(pot) + "</td></tr>";
 }
 
@@ -160,7 +180,7 @@ function render(pots) {
   const attention = (p) => p.status !== "ok" || (p.forecast_cents !== null && p.forecast_cents > p.cap_cents);
   $("attention").textContent = pots.filter(attention).length + " of " + pots.length;
   $("rows").innerHTML = pots.length ? pots.map(row).join("") :
-    '<tr><td colspan="7" class="empty">No pots yet: the coordinator creates arrangements with PUT /api/v1/arrangements/{id}.</td></tr>';
+    '<tr><td colspan="8" class="empty">No pots yet: the coordinator creates arrangements with PUT /api/v1/arrangements/{id}.</td></tr>';
 }
 
 $("login").addEventListener("submit", (e) => {
@@ -224,6 +244,10 @@ _PAGE = """<!doctype html>
   .chart .today { stroke: #17324d; stroke-width: 1; stroke-dasharray: 2 2; }
   .legend { color: var(--muted); font-size: 12px; margin-top: 10px; }
   .empty { color: var(--muted); text-align: center; }
+  .groups { min-width: 190px; max-width: 230px; } .grp { margin-bottom: 6px; }
+  .figs { white-space: nowrap; }
+  .gbar { height: 6px; background: #e6ebf0; border-radius: 3px; overflow: hidden; margin-top: 2px; }
+  .gfill { height: 100%%; background: #3b7dbf; } .gfill.low { background: var(--exceeded); }
 </style>
 </head>
 <body>
@@ -247,12 +271,15 @@ _PAGE = """<!doctype html>
     <table>
       <thead><tr><th>Pot</th><th>Spent against the cap (marker: time elapsed)</th><th class="num">Burn ratio</th>
         <th class="num">Forecast</th><th class="num">Savings</th><th class="num">Non-resident</th>
+        <th>Delivered against planned care per group, to date</th>
         <th>Spending per week, cumulative line against the straight line to the cap</th></tr></thead>
       <tbody id="rows"></tbody>
     </table>
     <p class="legend">Burn ratio: share of the cap spent divided by share of the time passed (above 1 spends faster than
       the straight line). Forecast: spent divided by the time passed. Savings: the same minutes at the individual rate
-      minus what was spent. Non-resident: share of care minutes for pupils living outside the host municipality.
+      minus what was spent. Non-resident: share of care minutes for pupils living outside the host municipality, and
+      how many of the pupils with care live elsewhere. Per group: care hours delivered against the hours planned up to
+      today (red below the pot's capacity alert ratio); with a school calendar the time counts school days.
       Chart: bars are each week's spending, the solid line the running total, the grey dashed line the straight
       line from nothing at the start to the cap (red dashed) at the end, the dotted line this week.</p>
   </section>

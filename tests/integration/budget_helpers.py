@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import httpx
+from kafka import KafkaProducer
 
 from tests.integration.client import Api, Region
 
@@ -36,3 +37,14 @@ def wait_pot(api: Api, arrangement_id: str, done: Callable[[dict[str, Any]], boo
             last = exc
         time.sleep(0.2)
     raise AssertionError(f"pot {arrangement_id} never got there; last seen {last}")
+
+
+def republish(broker_port: int, topic: str, key: bytes, values: Iterable[bytes]) -> None:
+    """Put records on a topic again, as a redelivery would (acks=all, flushed)."""
+    producer = KafkaProducer(bootstrap_servers=f"127.0.0.1:{broker_port}", acks="all")
+    try:
+        for value in values:
+            producer.send(topic, key=key, value=value)
+        producer.flush(30)
+    finally:
+        producer.close()

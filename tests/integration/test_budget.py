@@ -15,13 +15,12 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from kafka import KafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
 from ops.stack import Stack
 from shared.money import round_half_up
 from shared.timeutil import today
-from tests.integration.budget_helpers import INDIVIDUAL_RATE, put_arrangement, wait_pot
+from tests.integration.budget_helpers import INDIVIDUAL_RATE, put_arrangement, republish, wait_pot
 from tests.integration.client import Api, Region
 from tests.integration.topic_reader import read_topic
 
@@ -200,14 +199,8 @@ def test_pot_figures_follow_registrations_voids_and_duplicates_to_the_cent(api: 
     school_events = [e for e in read_topic(api.stack.broker_port, "care.logged",
                                            until=lambda evs: sum(e["school_id"] == region.school_id for e in evs) >= 45)
                      if e["school_id"] == region.school_id]
-    producer = KafkaProducer(bootstrap_servers=f"127.0.0.1:{api.stack.broker_port}", acks="all")
-    try:
-        for event in school_events:
-            producer.send("care.logged", key=region.school_id.encode(), value=orjson.dumps(event))
-        producer.send("care.logged", key=region.school_id.encode(), value=b'{"type": "care.logged", "oops": 1}')
-        producer.flush(30)
-    finally:
-        producer.close()
+    republish(api.stack.broker_port, "care.logged", region.school_id.encode(),
+              [*map(orjson.dumps, school_events), b'{"type": "care.logged", "oops": 1}'])
     marker = region.registration(f"pot-{tag}-marker", day=now, minutes=30, task_category=9)
     assert api.post("/hours", json=marker).status_code == 202
     expected.live[marker["registration_id"]] = marker

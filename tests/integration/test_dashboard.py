@@ -22,13 +22,17 @@ pytestmark = pytest.mark.stack
 STATUS_RGB = {"ok": (0x2E, 0x7D, 0x32), "warning": (0xF9, 0xA8, 0x25), "exceeded": (0xC6, 0x28, 0x28)}
 # One hour at EUR 65 (6,500 cents) against these caps: 6.5%, 81% and 108% of the cap.
 CAPS = {"ok": 100_000, "warning": 8_000, "exceeded": 6_000}
+# The "ok" pot plans 300 minutes for g1 in the week of Monday 2 March 2026 (the registrations' day): 5 school
+# days x 60 = 300 min = 5.0 h planned to date; the first registration delivers 1.0 h of it (20%, below the
+# capacity alert ratio 0.5: shown red), the second 1.5 h more (2.5 h, 50%).
+PLAN = [{"group_id": "g1", "from": "2026-03-02", "until": "2026-03-06", "minutes_per_week": 300}]
 
 
 def _pots_in_each_status(api: Api) -> dict[str, Region]:
     regions = {}
     for status, cap in CAPS.items():
         region = Region(api).build(pupils_per_group=1)
-        put_arrangement(region, cap_cents=cap)
+        put_arrangement(region, cap_cents=cap, **({"plan": PLAN} if status == "ok" else {}))
         assert api.post("/hours", json=region.registration(f"dash-{secrets.token_hex(4)}")).status_code == 202
         regions[status] = region
     for status, region in regions.items():
@@ -59,8 +63,10 @@ def test_dashboard_login_shows_every_pot_with_its_status_colour(api: Api, tmp_pa
             rows[status] = page.evaluate(f"""(() => {{
                 const row = document.querySelector('{selector}');
                 const r = row.querySelector('.fill').getBoundingClientRect();
+                const g1 = row.querySelector('.grp[data-group="g1"]');
                 return {{status: row.dataset.status, text: row.innerText, svg: !!row.querySelector('svg polyline.cum'),
-                        fill: [r.x + window.scrollX, r.y + window.scrollY, r.width, r.height]}};
+                        fill: [r.x + window.scrollX, r.y + window.scrollY, r.width, r.height],
+                        group: g1 ? g1.innerText : null, low: !!(g1 && g1.querySelector('.gfig.hot'))}};
             }})()""")
         # The page keeps polling on its own: a registration made now shows up without any reload.
         updated = regions["ok"]
@@ -68,12 +74,28 @@ def test_dashboard_login_shows_every_pot_with_its_status_colour(api: Api, tmp_pa
         wait_pot(api, updated.arrangement_id, lambda p: p["registrations"] == 2)
         page.wait_for(f"document.querySelector('tr.pot[data-arrangement=\"{updated.arrangement_id}\"]')"
                       ".innerText.includes('2 registrations')", timeout=30)
+        # Planned against delivered per group follows too: 1.0 + 1.5 = 2.5 h of 5.0 h, 50%: no longer red.
+        updated_group = page.evaluate(f"""(() => {{
+            const g1 = document.querySelector('tr.pot[data-arrangement="{updated.arrangement_id}"] .grp[data-group="g1"]');
+            return {{text: g1.innerText, low: !!g1.querySelector('.gfig.hot')}};
+        }})()""")
+        assert "g1 2.5 h of 5.0 h planned (50%)" in updated_group["text"] and not updated_group["low"]
+        # The bars where they are now (the update may have moved the columns), right before the screenshot.
+        for status, region in regions.items():
+            rows[status]["fill"] = page.evaluate(f"""(() => {{
+                const r = document.querySelector('tr.pot[data-arrangement="{region.arrangement_id}"] .fill')
+                    .getBoundingClientRect();
+                return [r.x + window.scrollX, r.y + window.scrollY, r.width, r.height];
+            }})()""")
         png = page.screenshot()
         page.click("#logout")  # forgets the token and shows the login form again
         page.wait_for("!document.getElementById('login').hidden && document.getElementById('board').hidden")
         assert page.evaluate("sessionStorage.getItem('zorgpot.token')") is None
     (tmp_path / "dashboard.png").write_bytes(png)
 
+    assert "g1 1.0 h of 5.0 h planned (20%)" in rows["ok"]["group"] and rows["ok"]["low"]
+    assert "planned to date EUR 325.00 of EUR 325.00" in rows["ok"]["text"]  # 300 min at EUR 65.00
+    assert "g1 1.0 h delivered, nothing planned to date" in rows["warning"]["group"] and "no plan" in rows["warning"]["text"]
     for status, row in rows.items():
         assert row["status"] == status
         assert row["svg"], "the weekly chart is drawn"
@@ -102,6 +124,7 @@ def test_dashboard_dom_and_a_clear_message_for_other_tokens(api: Api) -> None:
     for status, region in regions.items():
         assert f'data-arrangement="{region.arrangement_id}" data-status="{status}"' in dom
     assert "EUR 65.00" in dom and "Burn ratio" in dom and 'class="chart"' in dom
+    assert 'data-group="g1"' in dom and "1.0 h of 5.0 h planned (20%)" in dom  # the ok pot's plan
     assert "live, updated" in dom
 
     school = api.token_for("school", regions["ok"].school_id)

@@ -125,6 +125,16 @@ EXPECT: dict[tuple[str, str], list[Case]] = {
         lambda w: Probe("GET", f"/funders/{w.funder_id}", subject=w.funder_id, unknown="no-such-funder"),
         refused(school_a=404, school_b=404, municipality_x=404, municipality_y=404),
         allowed={"coordinator": 200})],
+    # Calendars are the region's, not a tenant's: only the coordinator writes and reads them. The PUT's control
+    # creates the calendar that the GET's control (run after it: EXPECT is walked in order) reads.
+    ("PUT", "/api/v1/calendars/{calendar_id}"): [Case(
+        lambda w: Probe("PUT", "/calendars/iso-calendar", {"name": "Regio zuid", "holidays": [
+            {"from": "2026-02-14", "until": "2026-02-22", "name": "voorjaarsvakantie"}]},
+                        subject="iso-calendar", unknown="no-such-calendar"),
+        COORDINATOR_ONLY, allowed={"coordinator": 200})],
+    ("GET", "/api/v1/calendars/{calendar_id}"): [Case(
+        lambda w: Probe("GET", "/calendars/iso-calendar", subject="iso-calendar", unknown="no-such-calendar"),
+        COORDINATOR_ONLY, allowed={"coordinator": 200})],
     ("PUT", "/api/v1/schools/{school_id}"): [Case(
         lambda w: Probe("PUT", f"/schools/{w.a.school_id}", {"name": "Test school", "municipality": w.a.host},
                         subject=w.a.school_id, unknown="no-such-school"),
