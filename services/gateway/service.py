@@ -128,9 +128,8 @@ class RegistryWriter:
         if arr.calendar_id is not None and await registry_doc(conn, "calendar", arr.calendar_id) is None:
             raise Invalid("calendar_id", f"calendar {arr.calendar_id!r} is not registered: "
                                          f"PUT /calendars/{arr.calendar_id} first")
-        if arr.calendar_id is not None and await registry_doc(conn, "calendar", arr.calendar_id) is None:
-            raise Invalid("calendar_id", f"calendar {arr.calendar_id!r} is not registered: "
-                                         f"PUT /calendars/{arr.calendar_id} first")
+        if arr.norm_id is not None and await registry_doc(conn, "norm", arr.norm_id) is None:
+            raise Invalid("norm_id", f"norm {arr.norm_id!r} is not registered: PUT /norms/{arr.norm_id} first")
         policy = arr.settlement
         key = KEYS[policy.key]
         for code in key.named_municipalities(policy):

@@ -125,6 +125,15 @@ EXPECT: dict[tuple[str, str], list[Case]] = {
         lambda w: Probe("GET", f"/funders/{w.funder_id}", subject=w.funder_id, unknown="no-such-funder"),
         refused(school_a=404, school_b=404, municipality_x=404, municipality_y=404),
         allowed={"coordinator": 200})],
+    # The PUT creates the norm that the GET's control reads (EXPECT is walked in order).
+    ("PUT", "/api/v1/norms/{norm_id}"): [Case(
+        lambda w: Probe("PUT", "/norms/iso-norm", {"versions": [
+            {"from": "2026-01-01", "threshold_minutes_per_week": 720, "norm_minutes_per_week": 330}]},
+                        subject="iso-norm", unknown="no-such-norm"),
+        COORDINATOR_ONLY, allowed={"coordinator": 200})],
+    ("GET", "/api/v1/norms/{norm_id}"): [Case(
+        lambda w: Probe("GET", "/norms/iso-norm", subject="iso-norm", unknown="no-such-norm"),
+        COORDINATOR_ONLY, allowed={"coordinator": 200})],
     # Calendars are the region's, not a tenant's: only the coordinator writes and reads them. The PUT's control
     # creates the calendar that the GET's control (run after it: EXPECT is walked in order) reads.
     ("PUT", "/api/v1/calendars/{calendar_id}"): [Case(
