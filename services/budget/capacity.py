@@ -30,7 +30,8 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from shared.money import format_euro, round_half_up
-from shared.schemas import Arrangement, Calendar, PlanLine
+from shared.norms import norm_days
+from shared.schemas import Arrangement, Calendar, Norm, PlanLine, Pupil
 from shared.timeutil import in_force_on
 
 if TYPE_CHECKING:  # the book lives in domain.py, which imports this module
@@ -292,3 +293,17 @@ def update_non_resident_alert(arrangement: Arrangement, book: "PotBook") -> Frac
     book.non_resident_alerted = True
     book.non_resident_alerts += 1
     return share
+
+
+def norm_figures(arrangement: Arrangement, pupils: Sequence[tuple[str, Pupil]], norm: Norm,
+                 calendar: Calendar | None, book: "PotBook", today: dt.date) -> dict[str, Any]:
+    """A per-pupil norm pot (design.md section 11): what the norm pays up to and including today (the same
+    pupil-days a close charges, shared/norms.py) against the care delivered, in minutes and cents."""
+    minutes = cost = Fraction(0)
+    for paid in norm_days(arrangement, pupils, norm, calendar, arrangement.start, min(today, arrangement.end)):
+        minutes += paid.minutes
+        cost += paid.cost_cent_minutes
+    delivered = book.minutes
+    return {"norm_id": arrangement.norm_id, "norm_minutes_to_date": round_half_up(minutes),
+            "norm_to_date_cents": round_half_up(cost / 60), "delivered_minutes": delivered,
+            "delivery_ratio": float(delivered / minutes) if minutes else None}

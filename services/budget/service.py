@@ -365,6 +365,11 @@ class BudgetService:
                               calendar=self._calendar(arrangement))
         if figures["host_municipality"] is None and school is not None:
             figures["host_municipality"] = school.municipality  # nothing booked yet: the school's host
+        norm = self.registry.norms.get(arrangement.norm_id) if arrangement.norm_id else None
+        if norm is not None:  # a per-pupil norm pot: delivered care against what the norm pays
+            pupils = self.registry.pupils_of_groups(arrangement.school_id, arrangement.group_ids)
+            figures["norm"] = capacity.norm_figures(arrangement, pupils, norm, self._calendar(arrangement), book,
+                                                    self.clock())
         return {"arrangement_id": arrangement_id, "school_id": arrangement.school_id,
                 "school_name": school.name if school else None, "group_ids": list(arrangement.group_ids),
                 **figures, **transfer_history(arrangement_id, arrangement.cap_cents, moved)}

@@ -50,3 +50,8 @@ def test_norm_330_minutes_below_720_costs_357_50_for_five_school_days_and_nothin
     assert statement["basis"]["unit"] == "norm_minutes" and statement["lines"][0]["basis"]["value"] == "330"
     report = settlement(api.stack, "/internal/invariant", arrangement_id=school.arrangement_id)
     assert report["ok"], report
+    # The pot shows the care delivered against the norm: 330 norm minutes (the one pupil below the
+    # threshold, five school days), 600 minutes delivered, so a delivery ratio of 600 / 330.
+    pot = api.get(f"/pots/{school.arrangement_id}").json()
+    assert pot["norm"] == {"norm_id": norm_id, "norm_minutes_to_date": 330, "norm_to_date_cents": 35_750,
+                           "delivered_minutes": 600, "delivery_ratio": 600 / 330}

@@ -92,3 +92,20 @@ def test_a_norm_that_does_not_come_to_whole_cents_is_settled_exactly_over_the_cl
         charged.append(result.close.charged_cents)
     assert charged == [7_227, 7_227, 7_228]
     assert sum(charged) == 21_682
+
+
+def test_the_pot_shows_delivered_care_against_what_the_norm_pays_to_date() -> None:
+    # The same pupil-days as a close: one pupil below the threshold enrolled Mon 3..Fri 7 March 2025, so
+    # 330 norm minutes = EUR 357.50 to date (today is long after); 600 minutes delivered: ratio 600 / 330.
+    from services.budget.capacity import norm_figures
+    from services.budget.domain import PotBook
+    ctx = context({"below": pupil(BEUNINGEN, 300, enrolled_until="2025-03-07"),
+                   "above": pupil(NIJMEGEN, 800, enrolled_until="2025-03-07")})
+    book = PotBook(minutes=600)
+    assert ctx.norm is not None
+    figures = norm_figures(ctx.arrangement, ctx.pupils, ctx.norm, None, book, D(2026, 11, 29))
+    assert figures == {"norm_id": "nijmegen", "norm_minutes_to_date": 330, "norm_to_date_cents": 35_750,
+                       "delivered_minutes": 600, "delivery_ratio": 600 / 330}
+    # Before the Wednesday: Monday and Tuesday only, 2 x 66 = 132 minutes = EUR 143.00.
+    early = norm_figures(ctx.arrangement, ctx.pupils, ctx.norm, None, PotBook(), D(2025, 3, 4))
+    assert (early["norm_minutes_to_date"], early["norm_to_date_cents"], early["delivery_ratio"]) == (132, 14_300, 0.0)
