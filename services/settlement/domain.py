@@ -1097,25 +1097,13 @@ def _statement(context: ArrangementContext, builder: _CloseBuilder, basis: Perio
                        participating_days=period_days if municipality == context.host_municipality else
                        participating_days(context.municipalities, municipality, period_start, period_end))
 
+    name = context.municipalities[municipality].name if municipality in context.municipalities else None
     statement: dict[str, Any] = {
-        "schema_version": STATEMENT_SCHEMA_VERSION,
-        "statement_id": f"{context.arrangement_id}:{period_start.isoformat()}:{period_end.isoformat()}:{municipality}",
-        "arrangement_id": context.arrangement_id,
-        "school_id": context.arrangement.school_id,
-        "school_name": context.school_name,
-        "funder": municipality,
+        **_header(context, municipality, sequence, period_start, period_end, issued_on),
         "funder_kind": "municipality",
-        "funder_name": context.municipalities[municipality].name if municipality in context.municipalities else None,
+        "funder_name": name,
         "municipality": municipality,
-        "municipality_name": context.municipalities[municipality].name if municipality in context.municipalities else None,
-        "host_municipality": context.host_municipality,
-        "period_start": period_start.isoformat(),
-        "period_end": period_end.isoformat(),
-        "close_sequence": sequence,
-        "issued_on": issued_on.isoformat(),
-        "key": policy.key,
-        "non_participating_policy": policy.non_participating,
-        "currency": "EUR",
+        "municipality_name": name,
         "lines": lines_out,
         "basis": summary,
         "education_contribution_cents": education_deducted,
@@ -1127,6 +1115,28 @@ def _statement(context: ArrangementContext, builder: _CloseBuilder, basis: Perio
     if split.host_pays_all and municipality == context.host_municipality:
         statement["breakdown"] = _residence_breakdown(context, builder)
     return issue(statement)
+
+
+def _header(context: ArrangementContext, funder: str, sequence: int, period_start: dt.date, period_end: dt.date,
+            issued_on: dt.date) -> dict[str, Any]:
+    """What every statement of a close says about itself, whoever it is addressed to."""
+    policy = context.arrangement.settlement
+    return {
+        "schema_version": STATEMENT_SCHEMA_VERSION,
+        "statement_id": f"{context.arrangement_id}:{period_start.isoformat()}:{period_end.isoformat()}:{funder}",
+        "arrangement_id": context.arrangement_id,
+        "school_id": context.arrangement.school_id,
+        "school_name": context.school_name,
+        "funder": funder,
+        "host_municipality": context.host_municipality,
+        "period_start": period_start.isoformat(),
+        "period_end": period_end.isoformat(),
+        "close_sequence": sequence,
+        "issued_on": issued_on.isoformat(),
+        "key": policy.key,
+        "non_participating_policy": policy.non_participating,
+        "currency": "EUR",
+    }
 
 
 def _funder_statement(context: ArrangementContext, builder: _CloseBuilder, basis: PeriodBasis | None,
@@ -1151,25 +1161,12 @@ def _funder_statement(context: ArrangementContext, builder: _CloseBuilder, basis
                                   "applied_cents": applied_before.get(key.contribution, 0) + this_close,
                                   "this_statement_cents": this_close})
     return issue({
-        "schema_version": STATEMENT_SCHEMA_VERSION,
-        "statement_id": f"{context.arrangement_id}:{period_start.isoformat()}:{period_end.isoformat()}:{funder}",
-        "arrangement_id": context.arrangement_id,
-        "school_id": context.arrangement.school_id,
-        "school_name": context.school_name,
-        "funder": funder,
+        **_header(context, funder, sequence, period_start, period_end, issued_on),
         "funder_kind": party.kind if party is not None else "other",
         "funder_name": party.name if party is not None else None,
         "funder_code": party.code if party is not None else None,
         "municipality": None,
         "municipality_name": None,
-        "host_municipality": context.host_municipality,
-        "period_start": period_start.isoformat(),
-        "period_end": period_end.isoformat(),
-        "close_sequence": sequence,
-        "issued_on": issued_on.isoformat(),
-        "key": policy.key,
-        "non_participating_policy": policy.non_participating,
-        "currency": "EUR",
         "frameworks": sorted(law for law, whom in (policy.frameworks or {}).items() if whom == funder),
         "contributions": contributions,
         "lines": lines_out,
