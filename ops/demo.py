@@ -60,6 +60,10 @@ MUNICIPALITIES = ((VENRAY, "Venray", 8120), (HORST, "Horst aan de Maas", 8950), 
                   (GENNEP, "Gennep", 3100))
 
 
+# A funder other than a municipality (design.md section 9): the Wlz care office of the region.
+WLZ_OFFICE = ("zk-noord-limburg", {"name": "Zorgkantoor Noord-Limburg", "kind": "wlz_office"})
+
+
 @dataclass(frozen=True)
 class DemoGroup:
     group_id: str
@@ -159,7 +163,8 @@ def region(first_year: int | None = None) -> tuple[DemoSchool, ...]:
             "cap_cents": 6_000_000, "individual_rate_cents": 9664,
             "installments": [{"due": dt.date(year, 10, 1).isoformat(), "amount_cents": 3_000_000},
                              {"due": dt.date(year + 1, 3, 1).isoformat(), "amount_cents": 3_000_000}],
-            "settlement": {"key": "residence_pupils"},
+            # Care under the Wlz (a pupil with a Wlz indication) goes to the care office, per client.
+            "settlement": {"key": "residence_pupils", "frameworks": {"wlz": WLZ_OFFICE[0]}},
             "plan": [{"group_id": "zml-a", "from": start.isoformat(), "minutes_per_week": 1920}],  # 32 h a week
             **on_calendar,
         },
@@ -182,6 +187,7 @@ def seed(base_url: str, token: str, first_year: int | None = None) -> dict[str, 
 
         for code, name, youth in MUNICIPALITIES:
             put(f"/municipalities/{code}", {"name": name, "youth_population": youth})
+        put(f"/funders/{WLZ_OFFICE[0]}", WLZ_OFFICE[1])
         for calendar_id, body in {s.calendar[0]: s.calendar[1] for s in schools if s.calendar}.items():
             put(f"/calendars/{calendar_id}", body)
         for school in schools:
