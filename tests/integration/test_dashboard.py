@@ -118,7 +118,10 @@ def test_dashboard_dom_and_a_clear_message_for_other_tokens(api: Api) -> None:
     url = f"{api.stack.gateway_url}/dashboard"
     served = api.http.get(url)
     assert served.status_code == 200 and served.headers["content-type"].startswith("text/html")
-    assert "script-src 'sha256-" in served.headers["content-security-policy"]  # only its own inline script
+    policy = dict(part.strip().split(" ", 1) for part in served.headers["content-security-policy"].split(";"))
+    assert policy["script-src"] == "'self'"  # only its own script files, no inline script
+    assert api.http.get(f"{api.stack.gateway_url}/app/static/dashboard.js").headers["content-type"].startswith(
+        "text/javascript")
 
     dom = dump_dom(f"{url}#token={api.token}")
     for status, region in regions.items():

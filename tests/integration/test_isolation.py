@@ -37,7 +37,10 @@ X, Y = "GM1507", "GM0907"  # Region puts the 1st pupil of each group in Horst (X
 FILTERED = "filtered"  # 200, but none of the victim's data in it
 PER_ITEM = "per_item"  # a batch: 200, every item refused and reported by index
 # Routes outside /openapi.json and why each may be called without a token.
-NOT_IN_SCHEMA = {("GET", "/dashboard"): "a static page; it asks for a token and then calls the API with it"}
+NOT_IN_SCHEMA = {("GET", "/dashboard"): "a static page; it asks for a token and then calls the API with it",
+                 ("GET", "/app"): "the /app login page: static, it keeps the token in the tab and calls the API with it",
+                 ("GET", "/app/{page}"): "a role's static page (school, statements, coordinator): no data without the API",
+                 ("GET", "/app/static/{name}"): "the pages' own CSS and JavaScript files"}
 
 
 @dataclass

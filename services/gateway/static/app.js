@@ -1,0 +1,80 @@
+"use strict";
+// Shared by the /app pages: the token (sessionStorage: this tab only), calls to the JSON API with it, formatting.
+const KEY = "zorgpot.token";
+const $ = (id) => document.getElementById(id);
+const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
+const EUR = new Intl.NumberFormat("nl-NL", {style: "currency", currency: "EUR"});
+const euro = (cents) => cents === null || cents === undefined ? "n.v.t." : EUR.format(cents / 100);
+const ROLE_TEXT = {coordinator: "coördinator", school: "school", municipality: "gemeente", funder: "financier",
+                   board: "schoolbestuur"};
+
+function token() { return sessionStorage.getItem(KEY); }
+
+function leave(message) {
+  sessionStorage.removeItem(KEY);
+  location.replace("/app" + (message ? "#message=" + encodeURIComponent(message) : ""));
+}
+
+// fetch under /api/v1 with the token; 401 sends the user back to the login form.
+async function api(path, options = {}) {
+  const headers = Object.assign({"Authorization": "Bearer " + token()}, options.headers || {});
+  const reply = await fetch("/api/v1" + path, Object.assign({cache: "no-store"}, options, {headers}));
+  if (reply.status === 401) leave("Dit token is niet (meer) geldig. Log opnieuw in.");
+  return reply;
+}
+
+async function json(path, options) {
+  const reply = await api(path, options);
+  const body = await reply.json().catch(() => null);
+  if (!reply.ok) throw new Error(detail(reply.status, body));
+  return body;
+}
+
+function detail(status, body) {
+  const d = body && body.detail;
+  if (Array.isArray(d)) return status + ": " + d.map((e) => (e.field ? e.field + ": " : "") + (e.msg || e.message)).join("; ");
+  return status + ": " + (typeof d === "string" ? d : "de server kon dit niet afhandelen");
+}
+
+// A document (PDF, CSV) fetched with the token and saved under the server's file name.
+async function download(path, fallbackName) {
+  const reply = await api(path);
+  if (!reply.ok) throw new Error(detail(reply.status, await reply.json().catch(() => null)));
+  const name = (/filename="([^"]+)"/.exec(reply.headers.get("content-disposition") || "") || [])[1] || fallbackName;
+  const url = URL.createObjectURL(await reply.blob());
+  const a = document.createElement("a");
+  a.href = url;
+  a.download = name;
+  document.body.appendChild(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60000);
+  return name;
+}
+
+// The page's message line (#message): an error, or with `good` a confirmation.
+function notice(message, good) {
+  $("message").hidden = !message;
+  $("message").textContent = message || "";
+  $("message").className = "notice" + (good ? " good" : "");
+}
+
+function chip(status, text) { return '<span class="chip ' + esc(status) + '">' + esc(text || status) + "</span>"; }
+
+function potRow(pot) {
+  const share = pot.cap_cents > 0 ? Math.min(1, pot.spent_cents / pot.cap_cents) : 0;
+  const status = {ok: "binnen budget", warning: "waarschuwing", exceeded: "plafond overschreden"}[pot.status] || pot.status;
+  return '<tr class="pot" data-arrangement="' + esc(pot.arrangement_id) + '"><td><b>' + esc(pot.arrangement_id) +
+    '</b><div class="meta">' + esc(pot.start) + " t/m " + esc(pot.end) + "</div></td>" +
+    "<td>" + chip(pot.status, status) + "</td>" +
+    '<td><div class="bar"><div class="fill ' + esc(pot.status) + '" style="width:' + (100 * share).toFixed(1) +
+    '%"></div></div></td><td class="num">' + euro(pot.spent_cents) + '</td><td class="num">' + euro(pot.cap_cents) +
+    '</td><td class="num">' + euro(pot.remaining_cents) + '</td><td class="num">' + pot.registrations + "</td></tr>";
+}
+
+// Every page but /app itself: without a token, back to the login form; the header's log-out button.
+function page() {
+  if (!token()) { leave(); return false; }
+  $("logout").addEventListener("click", () => leave());
+  return true;
+}

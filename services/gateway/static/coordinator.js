@@ -1,0 +1,107 @@
+"use strict";
+// /app/coordinator: beside the pots board (dashboard.js), closing a period, the statements with their webhook
+// deliveries, alerts read from the pots' figures, and the open dead letters.
+let arrangements = [];
+
+// Signals the pots' figures carry: budget status, forecast over the cap, groups short of planned care,
+// non-resident share over the pot's threshold.
+function alertsOf(pots) {
+  const out = [];
+  for (const p of pots) {
+    const name = p.arrangement_id + " (" + (p.school_name || p.school_id) + ")";
+    if (p.status === "exceeded") out.push(["exceeded", name + ": plafond overschreden, " + euro(p.spent_cents) + " van " + euro(p.cap_cents)]);
+    else if (p.status === "warning") out.push(["warning", name + ": waarschuwingsdrempel bereikt, " + euro(p.spent_cents) + " van " + euro(p.cap_cents)]);
+    if (p.forecast_cents !== null && p.forecast_cents > p.cap_cents) out.push(["warning", name + ": prognose " + euro(p.forecast_cents) + " boven het plafond"]);
+    for (const g of p.by_group || []) {
+      if (g.delivery_ratio !== null && g.delivery_ratio !== undefined && g.delivery_ratio < p.capacity_alert_ratio) {
+        out.push(["warning", name + ": groep " + g.group_id + " kreeg " + Math.round(100 * g.delivery_ratio) + "% van de geplande zorg"]);
+      }
+    }
+    if (p.non_resident_alert_share !== null && p.non_resident_alert_share !== undefined && p.non_resident_share !== null &&
+        p.non_resident_share > p.non_resident_alert_share) {
+      out.push(["warning", name + ": " + Math.round(100 * p.non_resident_share) + "% van de zorg voor leerlingen van buiten de gastgemeente"]);
+    }
+  }
+  return out;
+}
+
+async function showPotsPanels() {
+  const reply = await api("/pots");
+  if (!reply.ok) return;
+  const pots = (await reply.json()).pots;
+  const alerts = alertsOf(pots);
+  $("alerts").innerHTML = alerts.length ? alerts.map(([level, text]) => "<li>" + chip(level, level === "exceeded" ? "overschreden" : "let op") +
+    " " + esc(text) + "</li>").join("") : '<li class="empty">Geen signalen.</li>';
+  const ids = pots.map((p) => p.arrangement_id);
+  if (ids.join() !== arrangements.join()) {
+    const chosen = $("close-arrangement").value;
+    arrangements = ids;
+    $("close-arrangement").innerHTML = pots.map((p) => '<option value="' + esc(p.arrangement_id) + '">' +
+      esc(p.arrangement_id) + " (" + esc(p.school_name || p.school_id) + ")</option>").join("");
+    if (ids.includes(chosen)) $("close-arrangement").value = chosen;
+  }
+}
+
+async function showAllStatements() {
+  const [statements, deliveries] = await Promise.all([json("/statements"), json("/webhooks/deliveries")]);
+  $("statements").tBodies[0].innerHTML = await statementRows(statements, new Map(deliveries.map((d) => [d.statement_id, d])));
+}
+
+async function showDeadletters() {
+  const found = (await json("/deadletters?status=open")).deadletters;
+  $("deadletters").tBodies[0].innerHTML = found.length ? found.map((d) => '<tr data-deadletter="' + esc(d.id) + '"><td><code>' +
+    esc(d.id) + "</code></td><td>" + chip(d.status) + "</td><td>" + esc(d.topic || d.source_topic || "") +
+    (d.partition !== undefined ? ' <span class="meta">partitie ' + esc(d.partition) + ", offset " + esc(d.offset) + "</span>" : "") +
+    "</td><td>" + esc(d.reason) + "</td><td>" + esc(d.created_at ? new Date(d.created_at).toLocaleString("nl-NL") : "") +
+    '</td><td><button class="link" type="button" data-retry="' + esc(d.id) + '">opnieuw proberen</button></td></tr>').join("") :
+    '<tr><td colspan="6" class="empty">Geen open dead letters.</td></tr>';
+}
+
+async function closePeriod(e) {
+  e.preventDefault();
+  const body = {arrangement_id: $("close-arrangement").value, period_start: $("close-start").value,
+                period_end: $("close-end").value};
+  $("close-button").disabled = true;
+  try {
+    const reply = await api("/settlements/close", {method: "POST", headers: {"Content-Type": "application/json"},
+                                                   body: JSON.stringify(body)});
+    const answer = await reply.json().catch(() => null);
+    if (!reply.ok) { notice("Afsluiten lukte niet: " + detail(reply.status, answer)); return; }
+    const statements = answer.statements || [];
+    $("closed").hidden = false;
+    $("closed-statements").tBodies[0].innerHTML = statements.length ? statements.map((s) =>
+      '<tr data-statement="' + esc(s.statement_id) + '"><td><code>' + esc(s.statement_id) + "</code></td><td>" +
+      esc(s.funder || s.municipality) + '</td><td class="num">' + euro(s.total_cents) + "</td><td>" +
+      '<button class="link" type="button" data-download="pdf" data-id="' + esc(s.statement_id) + '">PDF</button>' +
+      '<button class="link" type="button" data-download="csv" data-id="' + esc(s.statement_id) + '">CSV</button></td></tr>').join("") :
+      '<tr><td colspan="4" class="empty">Geen afrekeningen: er was geen zorg in deze periode.</td></tr>';
+    notice((reply.status === 201 ? "Periode afgesloten: " : "Deze periode was al afgesloten: ") + statements.length +
+           " afrekeningen.", true);
+    await showAllStatements();
+  } catch (err) {
+    notice("Afsluiten lukte niet: " + err.message);
+  } finally {
+    $("close-button").disabled = false;
+  }
+}
+
+document.addEventListener("click", (e) => {
+  const button = e.target.closest("[data-retry]");
+  if (!button) return;
+  json("/deadletters/" + encodeURIComponent(button.dataset.retry) + "/retry", {method: "POST"})
+    .then(() => notice("Dead letter " + button.dataset.retry + " is opnieuw verwerkt.", true))
+    .catch((err) => notice("Opnieuw proberen lukte niet: " + err.message))
+    .finally(showDeadletters);
+});
+
+async function refresh() {
+  if (!token()) return;
+  await Promise.all([showPotsPanels(), showAllStatements(), showDeadletters()]).catch((err) => notice(err.message));
+}
+
+$("close").addEventListener("submit", closePeriod);
+$("refresh").addEventListener("click", refresh);
+$("logout").addEventListener("click", () => leave());  // after dashboard.js has forgotten the token
+$("login").addEventListener("submit", () => setTimeout(refresh, 0));
+if (token()) refresh(); else location.replace("/app");
+setInterval(() => { if (token()) showPotsPanels().catch(() => {}); }, 10000);

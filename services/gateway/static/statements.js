@@ -1,0 +1,68 @@
+"use strict";
+// /app/statements (a municipality or another funder; the coordinator page uses the same table): the statements
+// with PDF and CSV downloads and, where the API gives it, the webhook delivery status.
+const DELIVERY_TEXT = {delivered: "afgeleverd", pending: "wacht", retrying: "opnieuw proberen", failed: "mislukt",
+                       no_webhook: "geen webhook"};
+
+
+const when = (iso) => iso ? new Date(iso).toLocaleString("nl-NL", {dateStyle: "short", timeStyle: "short"}) : "";
+const day = (iso) => iso ? iso.split("-").reverse().join("-") : "";
+
+// Without `d`: the API does not show this caller the delivery (`missing` true), or has not recorded it yet.
+function deliveryCell(d, hidden) {
+  if (!d) return '<span class="meta">' + (hidden ? "niet zichtbaar" : "nog niet geregistreerd") + "</span>";
+  return chip(d.status, DELIVERY_TEXT[d.status]) + (d.attempts ? ' <span class="meta">' + d.attempts + " pogingen" +
+    (d.last_error ? ": " + esc(d.last_error) : "") + "</span>" : "") +
+    (d.delivered_at ? ' <span class="meta">' + esc(when(d.delivered_at)) + "</span>" : "");
+}
+
+function statementRow(s, delivery, hidden) {
+  return '<tr data-statement="' + esc(s.statement_id) + '"><td><code>' + esc(s.statement_id) + "</code>" +
+    '<div class="meta">' + esc(s.funder || s.municipality) + "</div></td><td>" + esc(s.arrangement_id) + "</td><td>" +
+    esc(day(s.period_start)) + " t/m " + esc(day(s.period_end)) + '</td><td class="num">' + euro(s.total_cents) +
+    "</td><td>" + esc(when(s.issued_at)) + "</td><td>" + deliveryCell(delivery, hidden) + "</td><td>" +
+    '<button class="link" type="button" data-download="pdf" data-id="' + esc(s.statement_id) + '">PDF</button>' +
+    '<button class="link" type="button" data-download="csv" data-id="' + esc(s.statement_id) + '">CSV</button></td></tr>';
+}
+
+// The table body for `statements`; deliveries by statement id when the caller has them (the coordinator),
+// else each statement's JSON is asked for its `delivery`, shown when the API includes it.
+async function statementRows(statements, deliveries) {
+  if (!statements.length) return '<tr><td colspan="7" class="empty">Nog geen afrekeningen.</td></tr>';
+  const hidden = !deliveries;
+  if (!deliveries) {
+    deliveries = new Map();
+    await Promise.all(statements.slice(0, 50).map(async (s) => {
+      const reply = await api("/statements/" + encodeURIComponent(s.statement_id));
+      const doc = reply.ok ? await reply.json() : null;
+      if (doc && doc.delivery) deliveries.set(s.statement_id, doc.delivery);
+    }));
+  }
+  return statements.slice().reverse().map((s) => statementRow(s, deliveries.get(s.statement_id), hidden)).join("");
+}
+
+// Clicks on PDF/CSV in any statements table.
+document.addEventListener("click", (e) => {
+  const button = e.target.closest("[data-download]");
+  if (!button) return;
+  const id = button.dataset.id, format = button.dataset.download;
+  const query = format === "csv" ? "?format=csv&dutch=1" : "?format=pdf";
+  download("/statements/" + encodeURIComponent(id) + query, id.replace(/:/g, "_") + "." + format)
+    .then((name) => notice(name + " is gedownload.", true))
+    .catch((err) => notice("Downloaden lukte niet: " + err.message));
+});
+
+async function showStatements() {
+  try {
+    const statements = await json("/statements");
+    if (statements.length) $("who").textContent = statements[0].funder || statements[0].municipality;
+    $("statements").tBodies[0].innerHTML = await statementRows(statements, null);
+  } catch (err) {
+    notice("De afrekeningen zijn niet beschikbaar: " + err.message);
+  }
+}
+
+if ($("who") && document.title.includes("afrekeningen") && page()) {
+  $("refresh").addEventListener("click", showStatements);
+  showStatements();
+}
