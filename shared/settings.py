@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     webhook_backoff_base_s: float = 1.0
     webhook_backoff_max_s: float = 300.0
     webhook_timeout_s: float = 10.0
+    # A delivery still failing this long after its first failed attempt is given up: status `failed`, the
+    # metric zorgpot_webhook_give_ups_total and alert ZorgpotWebhookGivenUp; the coordinator retries it with
+    # POST /webhooks/deliveries/{id}/retry. Fractions are allowed (tests set 0.001).
+    webhook_give_up_hours: float = Field(default=72.0, gt=0)
 
     # Stream services apply what they consume in batches (one transaction each): a batch is what one fetch
     # returned, at most batch_max records. Bigger batches make fewer, larger transactions under load.

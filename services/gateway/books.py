@@ -69,6 +69,9 @@ deliveries = Table(
     Column("claimed_until", DateTime(timezone=True), nullable=True),  # lease: one gateway instance sends it
     Column("delivered_at", DateTime(timezone=True), nullable=True),
     Column("delivered_to", Text, nullable=True),
+    # Give-up (webhook_give_up_hours): when the current run of failures began, and when it was given up.
+    Column("failing_since", DateTime(timezone=True), nullable=True),
+    Column("failed_at", DateTime(timezone=True), nullable=True),
 )
 
 # Payments actually made to a pot's payee (design.md section 10): the gateway is their source; each is

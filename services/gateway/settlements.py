@@ -7,13 +7,15 @@ webhooks.py), because the gateway owns the secrets.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import datetime as dt
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, AsyncIterator, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
 from sqlalchemy import select
 
 from services.gateway import books
@@ -21,7 +23,7 @@ from services.gateway.auth import STATEMENT_ROLES, Principal, authenticate, forb
 from services.gateway.deps import (RETRY_AFTER_S, CodePath, NoNulStr, require_coordinator, service_get,
                                    service_post)
 from services.gateway.service import current_registry_version
-from services.gateway.webhooks import Deliverer, StatementFeed, delivery_status
+from services.gateway.webhooks import WHSEC_PREFIX, Deliverer, StatementFeed, delivery_status, rearm
 from shared.schemas import CloseBatchRequest, CloseRequest
 
 
@@ -52,7 +54,22 @@ class WebhookBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     url: HttpUrl
     secret: NoNulStr = Field(min_length=16, max_length=200,
-                        description="shared secret for the X-Zorgpot-Signature HMAC; at least 16 characters")
+                        description="shared secret for the X-Zorgpot-Signature and Standard Webhooks HMACs; at "
+                                    "least 16 characters. A plain secret signs webhook-signature with its UTF-8 "
+                                    "bytes; a `whsec_` + base64 secret with the decoded bytes (docs/settlement.md)")
+
+    @field_validator("secret")
+    @classmethod
+    def _whsec_is_base64(cls, value: str) -> str:
+        if value.startswith(WHSEC_PREFIX):
+            try:
+                key = base64.b64decode(value[len(WHSEC_PREFIX):], validate=True)
+            except (binascii.Error, ValueError):
+                raise ValueError("a secret starting with whsec_ must be base64 after the prefix "
+                                 "(Standard Webhooks format)") from None
+            if len(key) < 16:
+                raise ValueError("a whsec_ secret must decode to at least 16 bytes")
+        return value
 
 
 def _passthrough(reply: Any, service: str = "settlement") -> None:
@@ -223,3 +240,17 @@ async def list_deliveries(request: Request, municipality: str | None = Query(def
     """Delivery status of every issued statement: attempts, last error, delivered_at."""
     ids = [statement_id] if statement_id else None
     return await delivery_status(request.app.state.read_engine, ids, municipality)
+
+
+@router.post("/webhooks/deliveries/{statement_id}/retry", tags=["settlement"], status_code=202)
+async def retry_delivery(request: Request, statement_id: StatementIdPath,
+                         _: Principal = Depends(require_coordinator)):
+    """Re-arm a delivery: a `failed` one (given up after webhook_give_up_hours) or one still waiting is sent
+    now, with a fresh give-up window -> 202. One already delivered is left alone -> 200. Unknown id -> 404."""
+    before = await rearm(request.app.state.engine, statement_id)
+    if before is None:
+        raise HTTPException(404, f"no delivery for statement {statement_id}")
+    if before == "delivered":
+        return JSONResponse({"statement_id": statement_id, "status": "delivered", "rearmed": False}, status_code=200)
+    request.app.state.webhooks.wake()
+    return {"statement_id": statement_id, "status": "pending", "previous_status": before, "rearmed": True}

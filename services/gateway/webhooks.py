@@ -8,9 +8,12 @@ delivery status. Two loops, both restart-safe:
   `deliveries` row per statement id (insert-or-ignore). Reading from 0 at every start (and again after the
   embedded broker forgot everything, noticed through the broker epoch) costs little - statements are few -
   and means no statement can be skipped: a row is created before anyone could mark anything delivered.
-* `Deliverer` POSTs due rows with `X-Zorgpot-Signature: sha256=<hex HMAC-SHA256 of the raw body>` and
-  `X-Zorgpot-Statement-Id`, marks them delivered on a 2xx, else counts the attempt, keeps the error and
-  retries after an exponential backoff. A crash between the receiver's 2xx and our commit sends the same
+* `Deliverer` POSTs due rows with `X-Zorgpot-Signature: sha256=<hex HMAC-SHA256 of the raw body>`,
+  `X-Zorgpot-Statement-Id` and the Standard Webhooks headers (`webhook-id` = the statement id,
+  `webhook-timestamp`, `webhook-signature: v1,<base64 HMAC-SHA256 of id.timestamp.body>`), marks them
+  delivered on a 2xx, else counts the attempt, keeps the error and retries after an exponential backoff.
+  A delivery still failing `webhook_give_up_hours` after its first failed attempt is given up (`failed`,
+  counted in `zorgpot_webhook_give_ups_total`) until the coordinator re-arms it (`rearm`). A crash between the receiver's 2xx and our commit sends the same
   statement again with the same id: receivers deduplicate on `X-Zorgpot-Statement-Id` (at-least-once on the
   wire, exactly once per id for the receiver). A lease (`claimed_until`) keeps two gateway instances from
   sending the same row at the same time.
@@ -18,6 +21,7 @@ delivery status. Two loops, both restart-safe:
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
 import hashlib
 import hmac
@@ -28,6 +32,7 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import Counter
+from standardwebhooks.webhooks import Webhook
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -45,11 +50,33 @@ STATEMENT_HEADER = "X-Zorgpot-Statement-Id"
 LEASE = dt.timedelta(seconds=60)
 
 ATTEMPTS = Counter("zorgpot_webhook_attempts_total", "Statement webhook POSTs, by outcome", ["outcome"])
+GIVE_UPS = Counter("zorgpot_webhook_give_ups_total",
+                   "Statement deliveries given up after webhook_give_up_hours of failures (status failed)")
+WHSEC_PREFIX = "whsec_"
 
 
 def sign(secret: str, body: bytes) -> str:
     """The signature header value: `sha256=` + hex HMAC-SHA256 of the raw body, keyed with the secret."""
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def standard_key(secret: str) -> bytes:
+    """The Standard Webhooks signing key for a municipality's secret.
+
+    A secret in the spec's own form (`whsec_` + base64) is its decoded bytes, as every Standard Webhooks
+    library reads it. Any other (plain) secret is its UTF-8 bytes, the same key `X-Zorgpot-Signature` uses:
+    a receiver passes `secret.encode()` to `Webhook(...)`, or the equivalent `whsec_` + base64(secret)."""
+    if secret.startswith(WHSEC_PREFIX):
+        return base64.b64decode(secret[len(WHSEC_PREFIX):] + "==")
+    return secret.encode()
+
+
+def standard_headers(secret: str, message_id: str, body: bytes, at: dt.datetime) -> dict[str, str]:
+    """`webhook-id`, `webhook-timestamp` and `webhook-signature` (Standard Webhooks v1) for one attempt. The
+    id stays the same on every attempt (the receiver's idempotency key); the timestamp is the attempt's, so a
+    receiver can refuse a replayed old delivery."""
+    signature = Webhook(standard_key(secret)).sign(message_id, at, body.decode())
+    return {"webhook-id": message_id, "webhook-timestamp": str(int(at.timestamp())), "webhook-signature": signature}
 
 
 def backoff_s(attempts: int, base: float, cap: float) -> float:
@@ -70,8 +97,11 @@ def _aware(value: dt.datetime | None) -> dt.datetime | None:
 
 def delivery_view(row: Any) -> dict[str, Any]:
     delivered = _aware(row.delivered_at)
+    failed = _aware(row.failed_at)
     if delivered:
         status = "delivered"
+    elif failed:
+        status = "failed"  # given up after webhook_give_up_hours; POST .../retry re-arms it
     elif not row.webhook_active:
         status = "no_webhook"  # sent as soon as the coordinator sets the municipality's webhook
     else:
@@ -80,8 +110,10 @@ def delivery_view(row: Any) -> dict[str, Any]:
         "statement_id": row.statement_id, "municipality": row.municipality, "arrangement_id": row.arrangement_id,
         "status": status,
         "attempts": row.attempts, "last_error": row.last_error,
-        "last_attempt_at": _iso(row.last_attempt_at), "next_attempt_at": None if delivered else _iso(row.next_attempt_at),
+        "last_attempt_at": _iso(row.last_attempt_at),
+        "next_attempt_at": None if delivered or failed else _iso(row.next_attempt_at),
         "delivered_at": _iso(delivered), "delivered_to": row.delivered_to,
+        "failing_since": _iso(row.failing_since), "failed_at": _iso(failed),
     }
 
 
@@ -200,9 +232,9 @@ class Deliverer:
         now = now_utc()
         async with self.engine.connect() as conn:
             rows = (await conn.execute(
-                select(d.c.statement_id, d.c.body, d.c.attempts, w.c.url, w.c.secret)
+                select(d.c.statement_id, d.c.body, d.c.attempts, d.c.failing_since, w.c.url, w.c.secret)
                 .join(w, w.c.municipality == d.c.municipality)
-                .where(w.c.active.is_(True), d.c.delivered_at.is_(None),
+                .where(w.c.active.is_(True), d.c.delivered_at.is_(None), d.c.failed_at.is_(None),
                        or_(d.c.next_attempt_at.is_(None), d.c.next_attempt_at <= now),
                        or_(d.c.claimed_until.is_(None), d.c.claimed_until < now))
                 .order_by(d.c.received_at, d.c.statement_id).limit(50))).all()
@@ -219,14 +251,15 @@ class Deliverer:
         now = now_utc()
         async with self.engine.begin() as conn:
             result = await conn.execute(update(d).where(
-                d.c.statement_id == statement_id, d.c.delivered_at.is_(None),
+                d.c.statement_id == statement_id, d.c.delivered_at.is_(None), d.c.failed_at.is_(None),
                 or_(d.c.claimed_until.is_(None), d.c.claimed_until < now)).values(claimed_until=now + LEASE))
         return result.rowcount == 1
 
     async def _deliver(self, row: Any) -> None:
         headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(row.secret, row.body),
                    STATEMENT_HEADER: row.statement_id, "X-Zorgpot-Event": "statement.issued",
-                   "X-Zorgpot-Delivery-Attempt": str(row.attempts + 1), "User-Agent": "zorgpot-webhooks/1"}
+                   "X-Zorgpot-Delivery-Attempt": str(row.attempts + 1), "User-Agent": "zorgpot-webhooks/1",
+                   **standard_headers(row.secret, row.statement_id, row.body, now_utc())}
         error: str | None = None
         try:
             reply = await self._http.post(row.url, content=row.body, headers=headers)
@@ -239,13 +272,22 @@ class Deliverer:
         attempts = row.attempts + 1
         if error is None:
             # last_error stays: "delivered on attempt 3, after HTTP 500" is what a coordinator wants to see.
-            values: dict[str, Any] = {"delivered_at": now, "delivered_to": row.url}
+            values: dict[str, Any] = {"delivered_at": now, "delivered_to": row.url, "failing_since": None}
             ATTEMPTS.labels("delivered").inc()
         else:
-            delay = backoff_s(attempts, self.settings.webhook_backoff_base_s, self.settings.webhook_backoff_max_s)
-            values = {"last_error": error, "next_attempt_at": now + dt.timedelta(seconds=delay)}
             ATTEMPTS.labels("failed").inc()
-            log.info("webhook for %s failed (attempt %d, next in %.1fs): %s", row.statement_id, attempts, delay, error)
+            since = _aware(row.failing_since) or now
+            if gives_up(since, now, self.settings.webhook_give_up_hours):
+                values = {"last_error": error, "failing_since": since, "failed_at": now, "next_attempt_at": None}
+                GIVE_UPS.inc()
+                log.warning("webhook for %s given up after %d attempts since %s: %s", row.statement_id, attempts,
+                            since.isoformat(), error)
+            else:
+                delay = backoff_s(attempts, self.settings.webhook_backoff_base_s, self.settings.webhook_backoff_max_s)
+                values = {"last_error": error, "failing_since": since,
+                          "next_attempt_at": now + dt.timedelta(seconds=delay)}
+                log.info("webhook for %s failed (attempt %d, next in %.1fs): %s", row.statement_id, attempts, delay,
+                         error)
         async with self.engine.begin() as conn:
             await conn.execute(update(d).where(d.c.statement_id == row.statement_id)
                                .values(attempts=attempts, last_attempt_at=now, claimed_until=None, **values))
@@ -254,6 +296,28 @@ class Deliverer:
         self._stopping = True
         self.wake()
         await self._http.aclose()
+
+
+def gives_up(failing_since: dt.datetime, now: dt.datetime, give_up_hours: float) -> bool:
+    """Whether a delivery failing since `failing_since` is given up after a failed attempt at `now`."""
+    return now - failing_since >= dt.timedelta(hours=give_up_hours)
+
+
+async def rearm(engine: AsyncEngine, statement_id: str) -> str | None:
+    """The coordinator's retry: a failed or waiting delivery is due now, with a fresh give-up window.
+    Returns the status it had (None: no such delivery); a delivered one is left alone."""
+    d = books.deliveries
+    now = now_utc()
+    async with engine.begin() as conn:
+        row = (await conn.execute(select(d.c.delivered_at, d.c.failed_at, d.c.attempts)
+                                  .where(d.c.statement_id == statement_id))).first()
+        if row is None:
+            return None
+        if row.delivered_at is not None:
+            return "delivered"
+        await conn.execute(update(d).where(d.c.statement_id == statement_id, d.c.delivered_at.is_(None))
+                           .values(failed_at=None, failing_since=None, next_attempt_at=now))
+    return "failed" if row.failed_at is not None else ("retrying" if row.attempts else "pending")
 
 
 async def delivery_status(engine: AsyncEngine, statement_ids: list[str] | None = None,
