@@ -166,7 +166,7 @@ def render_summary(summary: Summary, name: str, out: TextIO) -> None:
     out.write(f"  rejected:          {summary.rejected_rows}\n")
     if summary.rejections:
         out.write("\nRejected rows (fix them and run the command again; accepted rows are not sent twice):\n")
-        width = max(len(r.registration_id or "-") for r in summary.rejections)
+        width = max(len("registration_id"), *(len(r.registration_id or "-") for r in summary.rejections))
         out.write(f"  {'row':>6}  {'registration_id':<{width}}  field: message\n")
         for r in sorted(summary.rejections, key=lambda r: r.line):
             out.write(f"  {r.line:>6}  {r.registration_id or '-':<{width}}  {r.field}: {r.message}\n")

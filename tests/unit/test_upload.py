@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import io
 from pathlib import Path
 
@@ -55,7 +56,7 @@ def test_replies_map_back_to_file_rows_and_the_summary_names_them() -> None:
     upload.render_summary(summary, "hours.csv", out)
     text = out.getvalue()
     assert "already received:  1" in text
-    assert "     6  r3  minutes: Input should be greater than or equal to 1" in text
+    assert re.search(r"^ +6  r3 +minutes: Input should be greater than or equal to 1$", text, re.M)
     assert summary.as_dict()["rejections"] == [{"line": 6, "registration_id": "r3", "field": "minutes",
                                                 "message": "Input should be greater than or equal to 1"}]
 
