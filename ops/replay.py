@@ -10,9 +10,10 @@ that no worker of the service answers on its port.
 Which services can be rebuilt this way:
 
 * budget: everything (pots, ledger, alert counters, payments, board cap transfers) follows from `care.logged`,
-  `arrangement.payments` and `board.transfers`, but only while it has issued no final settlement: those are decisions taken on HTTP
-  calls (POST /arrangements/{id}/final-settlement), published on `budget.final_settlements` but not consumed
-  back. The command refuses when the books hold one.
+  `arrangement.payments` and `board.transfers`, but only while it has issued no final settlement and no report:
+  those are decisions taken on HTTP calls (POST /arrangements/{id}/final-settlement, POST /reports); final
+  settlements are published on `budget.final_settlements` but not consumed back, reports are not published. The
+  command refuses when the books hold either.
 * hours: everything follows from `hours.submitted`, judged again against the registry copy as it is now
   (the same verdicts as long as reference data was not changed retroactively). The regenerated care events
   carry the same deterministic event ids, so budget and settlement ignore them as duplicates.
@@ -60,6 +61,11 @@ async def _empty(url: str, service: str) -> list[str]:
                 if issued:
                     raise ReplayRefused(f"budget has issued {issued} final settlement(s): they are not in any topic "
                                         "it consumes; restore its database from a backup instead")
+            if service == "budget" and "reports" in names:
+                issued = (await conn.execute(text("SELECT COUNT(*) FROM reports"))).scalar_one()
+                if issued:
+                    raise ReplayRefused(f"budget has issued {issued} report(s): they are not in any topic it "
+                                        "consumes; restore its database from a backup instead")
             metadata = MetaData()
             await conn.run_sync(lambda sync: metadata.reflect(sync))
             await conn.run_sync(lambda sync: metadata.drop_all(sync))

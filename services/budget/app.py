@@ -10,6 +10,8 @@ from faust.web import View
 from services.budget import books, metrics
 from services.budget.final_settlement import NotLatest, TooEarly, UnknownSupersedes
 from services.budget.render import final_settlement_csv, final_settlement_pdf
+from services.budget.report import Invalid, NotEnded, ReportIdTaken
+from services.budget.report_render import LANGS, report_csv, report_pdf
 from services.budget.service import SERVICE, BudgetService, RegistryBehind, UnknownArrangement
 from shared.streams import make_runtime
 
@@ -130,6 +132,59 @@ async def final_settlement_view(web, request, final_settlement_id: str):  # noqa
         return web.bytes(final_settlement_csv(doc, dutch=dutch).encode("utf-8"), content_type="text/csv")
     if fmt == "pdf":
         pdf = await asyncio.to_thread(final_settlement_pdf, doc, rt.settings.region_name)
+        return web.bytes(pdf, content_type="application/pdf")
+    if fmt != "json":
+        return web.json({"detail": "format must be json, csv or pdf"}, status=422)
+    return web.json(doc)
+
+# -- accountability reports (design.md section 12): the gateway authenticates and authorises, these only answer ---
+
+@app.page("/internal/reports")
+class ReportView(View):
+    async def get(self, request):  # noqa: ANN001, ANN201
+        await rt.books_ready.wait()
+        return self.json({"reports": await service.reports()})
+
+    async def post(self, request):  # noqa: ANN001, ANN201
+        """{report_id?, kind, arrangement_ids, period? | period_start, period_end, registry_version?} -> 201 the new
+        report, 200 the one issued before for the same request."""
+        await rt.books_ready.wait()
+        try:
+            body = orjson.loads(await request.read())
+            if not isinstance(body, dict):
+                raise TypeError("not an object")
+            version = int(body.pop("registry_version", 0))
+        except (ValueError, TypeError) as exc:
+            return self.json({"detail": f"body is not a report request: {exc!r}"}, status=422)
+        try:
+            doc, created = await service.issue_report(body, version)
+        except UnknownArrangement as exc:
+            return self.json({"detail": str(exc)}, status=404)
+        except RegistryBehind as exc:
+            return self.json({"detail": str(exc)}, status=503)
+        except (NotEnded, ReportIdTaken) as exc:
+            return self.json({"detail": str(exc)}, status=409)
+        except Invalid as exc:
+            return self.json({"detail": [{"field": exc.field, "msg": str(exc)}]}, status=422)
+        except (KeyError, TypeError, ValueError) as exc:  # the gateway validated the shape; never expected
+            return self.json({"detail": [{"field": "body", "msg": f"not a report request: {exc!r}"}]}, status=422)
+        return self.json(doc, status=201 if created else 200)
+
+
+@app.page("/internal/reports/{report_id}")
+async def report_view(web, request, report_id: str):  # noqa: ANN001
+    """?format=json|csv|pdf, &lang=nl (default) | en for the CSV and PDF."""
+    await rt.books_ready.wait()
+    doc = await service.report(report_id)
+    if doc is None:
+        return web.json({"detail": f"report {report_id!r} not found"}, status=404)
+    fmt, lang = request.query.get("format", "json"), request.query.get("lang", "nl")
+    if lang not in LANGS:
+        return web.json({"detail": "lang must be nl or en"}, status=422)
+    if fmt == "csv":
+        return web.bytes(report_csv(doc, lang).encode("utf-8"), content_type="text/csv")
+    if fmt == "pdf":
+        pdf = await asyncio.to_thread(report_pdf, doc, rt.settings.region_name, lang)
         return web.bytes(pdf, content_type="application/pdf")
     if fmt != "json":
         return web.json({"detail": "format must be json, csv or pdf"}, status=422)

@@ -71,3 +71,16 @@ transfers = Table(
     Column("amount_cents", BigInteger, nullable=False),
     Column("date", Date, nullable=False),
 )
+
+# Accountability reports (design.md section 12; services/budget/report.py): one immutable document per report_id,
+# decided on an HTTP call like final settlements, so `ops replay-from-start budget` refuses while any exist.
+reports = Table(
+    "reports", metadata,
+    Column("report_id", String(200), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("period_start", Date, nullable=False),
+    Column("period_end", Date, nullable=False),
+    Column("arrangement_ids", LargeBinary, nullable=False),  # JSON list, sorted
+    Column("issued_on", Date, nullable=False),
+    Column("document", LargeBinary, nullable=False),
+)

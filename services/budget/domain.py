@@ -112,6 +112,9 @@ class LoggedFacts:
     # stored before they were kept (those registrations are then left out of these figures, also on a void).
     group_id: str = ""
     pupils: tuple[str, ...] = ()  # the attributed pupil refs, in the order of `residences`
+    # Accountability reports (services/budget/report.py) count distinct care workers per group; "" in facts
+    # stored before it was kept (those registrations count no care worker).
+    care_worker: str = ""
 
     @classmethod
     def from_event(cls, event: CareLogged, host_municipality: str | None = None) -> "LoggedFacts":
@@ -127,6 +130,7 @@ class LoggedFacts:
             host_municipality=host_municipality or event.host_municipality,
             group_id=event.group_id,
             pupils=tuple(a.pupil_ref for a in event.attributions),
+            care_worker=event.care_worker,
         )
 
     @property
@@ -172,6 +176,7 @@ class LoggedFacts:
             "host_municipality": self.host_municipality,
             "group_id": self.group_id,
             "pupils": list(self.pupils),
+            "care_worker": self.care_worker,
         }
 
     @classmethod
@@ -188,6 +193,7 @@ class LoggedFacts:
             host_municipality=data["host_municipality"],
             group_id=data.get("group_id", ""),
             pupils=tuple(data.get("pupils", ())),
+            care_worker=data.get("care_worker", ""),
         )
 
 

@@ -28,6 +28,7 @@ from services.budget import books, capacity
 from services.budget.domain import (LoggedFacts, Payment, PotBook, apply_logged, apply_voided, crossed_alerts,
                                     pot_figures, reconciliation_cents, rearm_alerts, update_alerts)
 from services.budget.final_settlement import check_may_issue, decide, final_settlement_document
+from services.budget import report as reports
 from shared import topics
 from shared.db import insert_dicts, readonly, select_where_in
 from shared.drawing_rights import CapTransfer, effective_arrangement, transfer_history
@@ -489,6 +490,87 @@ class BudgetService:
         log.info("final settlement %s issued: delivered %d, paid %d, balance %d cents", doc["final_settlement_id"],
                  doc["delivered_cents"], doc["paid_cents"], doc["balance_cents"])
         return doc, True
+
+    # -- accountability reports (design.md section 12; services/budget/report.py) ---------------------------------
+    async def reports(self) -> list[dict[str, Any]]:
+        """Every report issued, newest period first: its id, kind, period, arrangements and issue date."""
+        r = books.reports
+        async with self.read_engine.connect() as conn:
+            rows = (await conn.execute(select(r.c.report_id, r.c.kind, r.c.period_start, r.c.period_end,
+                                              r.c.arrangement_ids, r.c.issued_on)
+                                       .order_by(r.c.period_end.desc(), r.c.report_id))).all()
+        return [{"report_id": row.report_id, "kind": row.kind, "period_start": row.period_start.isoformat(),
+                 "period_end": row.period_end.isoformat(), "arrangement_ids": orjson.loads(row.arrangement_ids),
+                 "issued_on": row.issued_on.isoformat()} for row in rows]
+
+    async def report(self, report_id: str, conn: AsyncConnection | None = None) -> dict[str, Any] | None:
+        r = books.reports
+        query = select(r.c.document).where(r.c.report_id == report_id)
+        if conn is None:
+            async with self.read_engine.connect() as conn:
+                row = (await conn.execute(query)).first()
+        else:
+            row = (await conn.execute(query)).first()
+        return None if row is None else orjson.loads(row.document)
+
+    async def issue_report(self, body: dict[str, Any], registry_version: int = 0) -> tuple[dict[str, Any], bool]:
+        """(document, created). `body`: {report_id?, kind, arrangement_ids, period? | period_start, period_end}.
+        Raises UnknownArrangement (404), RegistryBehind (503) and the report module's errors (Invalid 422,
+        NotEnded and ReportIdTaken 409). The same request again (the same report_id, or without one the same
+        kind, period and set of arrangements) answers the stored document; later facts never change it."""
+        if not await self.registry.wait_for(registry_version, timeout=REGISTRY_WAIT_S):
+            raise RegistryBehind(f"registry copy at version {self.registry.version}, the request needs "
+                                 f"{registry_version}; try again shortly")
+        ids = list(body.get("arrangement_ids") or [])
+        unknown = [a for a in ids if a not in self.registry.arrangements]
+        if unknown:
+            raise UnknownArrangement(f"arrangement(s) not registered: {', '.join(sorted(set(unknown)))}")
+        arrangements = {a: self.registry.arrangements[a] for a in ids}
+
+        def date(name: str) -> dt.date | None:
+            value = body.get(name)
+            return None if value is None else dt.date.fromisoformat(value)
+
+        request = reports.resolve_request(body["kind"], ids, arrangements, period=body.get("period"),
+                                          period_start=date("period_start"), period_end=date("period_end"))
+        report_id = body.get("report_id") or reports.report_id_for(request)
+        existing = reports.answer_for(await self.report(report_id), request, report_id)
+        if existing is not None:
+            return dict(existing), False
+        today = self.clock()
+        reports.check_may_issue(request, arrangements, today)
+        try:
+            return await self._issue_report(report_id, request, arrangements, today), True
+        except IntegrityError:  # the same report_id issued concurrently: answer it (or 409 for another request)
+            stored = reports.answer_for(await self.report(report_id), request, report_id)
+            assert stored is not None
+            return dict(stored), False
+
+    async def _issue_report(self, report_id: str, request: "reports.ReportRequest",
+                            arrangements: dict[str, Arrangement], today: dt.date) -> dict[str, Any]:
+        ids = list(request.arrangement_ids)
+        lg = books.ledger
+        async with self.engine.begin() as conn:
+            facts: dict[str, list[LoggedFacts]] = {a: [] for a in ids}
+            for row in (await conn.execute(select(lg.c.arrangement_id, lg.c.facts)
+                                           .where(lg.c.arrangement_id.in_(ids), lg.c.voided.is_(False)))).all():
+                facts[row.arrangement_id].append(LoggedFacts.from_dict(orjson.loads(row.facts)))
+            paid = await self._payments(conn, ids)
+            moved = await self._transfers(conn, ids)
+            pots = []
+            for aid in ids:
+                arrangement = effective_arrangement(aid, arrangements[aid], moved.get(aid, []))
+                school = self.registry.schools.get(arrangement.school_id)
+                pots.append(reports.PotInput(aid, arrangement, facts[aid], paid.get(aid, []),
+                                             self._calendar(arrangement), school.name if school else None))
+            doc = reports.report_document(report_id, request, pots, today)
+            await conn.execute(books.reports.insert().values(
+                report_id=report_id, kind=request.kind, period_start=request.period_start,
+                period_end=request.period_end, arrangement_ids=orjson.dumps(ids), issued_on=today,
+                document=_dumps(doc)))
+        log.info("report %s issued: %s %s, %d arrangement(s), spent %s cents", report_id, request.kind,
+                 doc["period"], len(ids), doc["totals"]["spent_cents"])
+        return doc
 
     async def pot(self, arrangement_id: str) -> dict[str, Any] | None:
         found = await self.pots(arrangement_ids={arrangement_id})

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import update
 
 from services.gateway import books, dashboard, deadletters, payments, pots, settlements
-from services.gateway import boards, final_settlements, norms
+from services.gateway import boards, final_settlements, norms, reports
 from services.gateway.auth import STATEMENT_ROLES, Principal, authenticate, forbid, hash_token, new_token, now_utc
 from services.gateway.deps import (RETRY_AFTER_S, CodePath, IdPath, NoNulStr, no_nul, require_broker,
                                    require_coordinator, service_get)
@@ -160,6 +160,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(deadletters.router, prefix="/api/v1")
     app.include_router(payments.router, prefix="/api/v1")
     app.include_router(final_settlements.router, prefix="/api/v1")
+    app.include_router(reports.router, prefix="/api/v1")
     app.include_router(boards.router, prefix="/api/v1")
     app.include_router(dashboard.router)  # /dashboard, outside the API prefix
     return app

@@ -54,6 +54,7 @@ class World:
     funder_id: str  # a funder (not a municipality) that pays part of A's pot
     secrets: set[str] = field(default_factory=set)  # must never show up in an answer to someone else
     board_id: str = ""  # a school board of A (drawing rights): its transfers move cap between A's pots
+    report_id: str = ""  # a quarterly accountability report over A's pot (the coordinator's alone)
 
 
 @dataclass(frozen=True)
@@ -223,6 +224,19 @@ EXPECT: dict[tuple[str, str], list[Case]] = {
              refused(school_b=404, municipality_x=403, municipality_y=403),
              allowed={"coordinator": 200, "school_a": 200})
         for fmt in ("", "?format=csv&dutch=1", "?format=pdf")],
+    # Accountability reports are the coordinator's (they may span several schools' pots): everyone else 403.
+    ("POST", "/api/v1/reports"): [Case(
+        lambda w: Probe("POST", "/reports", {"report_id": w.report_id, "kind": "quarterly",
+                                             "arrangement_ids": [w.a.arrangement_id], "period": "2026-Q1"},
+                        subject=w.a.arrangement_id, unknown="no-such-arrangement"),
+        COORDINATOR_ONLY, allowed={"coordinator": 200})],  # the world issued it: a repeat, nothing changes
+    ("GET", "/api/v1/reports"): [Case(lambda w: Probe("GET", "/reports"), COORDINATOR_ONLY,
+                                      allowed={"coordinator": 200})],
+    ("GET", "/api/v1/reports/{report_id}"): [
+        Case(lambda w, fmt=fmt: Probe("GET", f"/reports/{w.report_id}{fmt}", subject=w.report_id,
+                                      unknown="no-such-report"),
+             COORDINATOR_ONLY, allowed={"coordinator": 200})
+        for fmt in ("", "?format=csv", "?format=pdf")],
     ("GET", "/api/v1/deadletters"): [Case(lambda w: Probe("GET", "/deadletters"), COORDINATOR_ONLY,
                                           allowed={"coordinator": 200})],
     ("POST", "/api/v1/deadletters/{deadletter_id}/retry"): [Case(
@@ -268,12 +282,6 @@ EXPECT: dict[tuple[str, str], list[Case]] = {
     ("GET", "/api/v1/webhooks/deliveries"): [Case(
         lambda w: Probe("GET", f"/webhooks/deliveries?municipality={X}", subject=X, unknown="GM9998"),
         COORDINATOR_ONLY, allowed={"coordinator": 200})],
-    # 202 (re-armed) or 200 (already delivered) depending on other tests' webhooks for X: not run as a control;
-    # tests/integration/test_webhooks.py covers the coordinator's 202, 200 and 404.
-    ("POST", "/api/v1/webhooks/deliveries/{statement_id}/retry"): [Case(
-        lambda w: Probe("POST", f"/webhooks/deliveries/{w.statement_id}/retry", subject=w.statement_id,
-                        unknown=w.statement_id.replace(w.a.arrangement_id, "no-such-arrangement")),
-        COORDINATOR_ONLY, allowed_not_run=frozenset({"coordinator"}))],
 }
 
 
@@ -309,12 +317,17 @@ def world(shared_stack) -> Iterator[World]:  # noqa: ANN001
         # A's arrangement has ended: its final settlement (a document only the coordinator and A may read).
         final = api.post(f"/arrangements/{a.arrangement_id}/final-settlement")
         assert final.status_code == 201, final.text
+        # And a quarterly report over A's pot (the coordinator's alone).
+        report_id = f"iso-report-{secrets.token_hex(4)}"
+        report = api.post("/reports", json={"report_id": report_id, "kind": "quarterly",
+                                            "arrangement_ids": [a.arrangement_id], "period": "2026-Q1"})
+        assert report.status_code == 201, report.text
         tokens: dict[str, str | None] = {caller: issued[caller]["token"] for caller in CALLERS if caller in issued}
         tokens.update(coordinator=api.token, none=None)
         w = World(a, b, tokens, rid, statement["statement_id"], issued["victim_token"]["id"], funder_id,
-                  board_id=board_id)
+                  board_id=board_id, report_id=report_id)
         # What nobody but A, X and the coordinator may learn: A's ids, X's statement, amounts, tokens.
-        w.secrets = {a.school_id, a.arrangement_id, rid, funder_id, board_id, statement["statement_id"],
+        w.secrets = {a.school_id, a.arrangement_id, rid, funder_id, board_id, report_id, statement["statement_id"],
                      issued["victim_token"]["id"],
                      str(accepted["cost_cents"]), str(statement["total_cents"]),
                      *(info["token"] for info in issued.values()), *(info["id"] for info in issued.values())}
