@@ -282,6 +282,12 @@ EXPECT: dict[tuple[str, str], list[Case]] = {
     ("GET", "/api/v1/webhooks/deliveries"): [Case(
         lambda w: Probe("GET", f"/webhooks/deliveries?municipality={X}", subject=X, unknown="GM9998"),
         COORDINATOR_ONLY, allowed={"coordinator": 200})],
+    # 202 (re-armed) or 200 (already delivered) depending on other tests' webhooks for X: not run as a control;
+    # tests/integration/test_webhooks.py covers the coordinator's 202, 200 and 404.
+    ("POST", "/api/v1/webhooks/deliveries/{statement_id}/retry"): [Case(
+        lambda w: Probe("POST", f"/webhooks/deliveries/{w.statement_id}/retry", subject=w.statement_id,
+                        unknown=w.statement_id.replace(w.a.arrangement_id, "no-such-arrangement")),
+        COORDINATOR_ONLY, allowed_not_run=frozenset({"coordinator"}))],
 }
 
 
