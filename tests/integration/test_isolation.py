@@ -17,6 +17,7 @@ A refusal must:
 from __future__ import annotations
 
 import datetime as dt
+import re
 import secrets
 import sqlite3
 import time
@@ -356,8 +357,11 @@ def _send(stack_url: str, token: str | None, probe: Probe) -> httpx.Response:
 
 
 def _leaks(reply: httpx.Response, probe: Probe, secrets_: set[str], caller_token: str | None) -> set[str]:
+    """Secrets in the answer as whole values: an amount like 10400 counts, not the digits inside 0.0104001
+    (a latency figure in /metrics once made this test fail by chance)."""
     sent = probe.path + (str(probe.body) if probe.body is not None else "") + (caller_token or "")
-    return {s for s in secrets_ if s and s not in sent and s in reply.text}
+    return {s for s in secrets_ if s and s not in sent
+            and re.search(rf"(?<![0-9A-Za-z_.]){re.escape(s)}(?![0-9A-Za-z_])", reply.text)}
 
 
 # -- the matrix ---------------------------------------------------------------------------------------

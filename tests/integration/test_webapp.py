@@ -9,6 +9,7 @@ README's images).
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import secrets
 from pathlib import Path
@@ -103,6 +104,26 @@ def test_school_uploads_a_file_and_sees_the_bad_rows_error(api: Api, page: Page,
     # The same file again: every row a duplicate, the bad row still refused; nothing counted twice.
     page.click("#upload")
     expect(page.locator("#message")).to_contain_text("0 ontvangen, 204 dubbel, 1 afgewezen")
+
+
+def test_school_uploads_ndjson_and_a_line_that_is_not_json_is_named(api: Api, page: Page, tmp_path: Path) -> None:
+    region = Region(api).build(pupils_per_group=1)
+    school = api.token_for("school", region.school_id)
+    prefix = f"nd-{secrets.token_hex(3)}"
+    good = [json.dumps(region.registration(f"{prefix}-{i}", minutes=45)) for i in range(3)]
+    # A blank line (skipped), then a line cut off: line 5 of the file.
+    path = tmp_path / "uren.ndjson"
+    path.write_text("\n".join([good[0], good[1], "", good[2], good[2][:30]]) + "\n", encoding="utf-8")
+
+    _login(page, api, school, "school")
+    page.set_input_files("#file", str(path))
+    page.click("#upload")
+    expect(page.locator("#progress-text")).to_contain_text("4 van 4 rijen verstuurd: 3 ontvangen")
+    bad = page.locator("#errors tr.bad")
+    expect(bad).to_have_count(1)
+    cells = bad.locator("td").all_inner_texts()
+    assert cells[0] == "5" and cells[2] == "item" and cells[3].startswith("not valid JSON:"), cells
+    expect(page.locator("#registrations-summary")).to_have_text("3 registraties: 3 geaccepteerd", timeout=60_000)
 
 
 def test_municipality_downloads_its_statement_pdf(api: Api, page: Page, tmp_path: Path) -> None:

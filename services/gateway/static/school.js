@@ -54,7 +54,9 @@ function addErrors(rows) {
   for (const r of rows) {
     for (const e of r.errors) {
       body.insertAdjacentHTML("beforeend", '<tr class="bad" data-line="' + r.line + '"><td class="num">' + r.line +
-        "</td><td>" + esc(r.registration_id) + "</td><td>" + esc(e.field) + "</td><td>" + esc(e.message) + "</td></tr>");
+        "</td><td>" + esc(r.registration_id) + "</td><td>" + esc(e.field) + "</td><td>" +
+        // The server counts lines within the part it got; the first column has the file's line.
+        esc(String(e.message).replace(/^line \d+ is not valid JSON/, "not valid JSON")) + "</td></tr>");
     }
   }
   $("errors-box").hidden = !body.rows.length;
