@@ -160,6 +160,7 @@ def test_coordinator_closes_a_period_and_sees_the_statements(api: Api, page: Pag
     region = Region(api).build(pupils_per_group=1)
     _accepted_care(api, region)
 
+    page.set_viewport_size({"width": 1600, "height": 900})  # the pots board's eight columns
     _login(page, api, api.token, "coordinator")
     expect(page.locator(f'tr.pot[data-arrangement="{region.arrangement_id}"]')).to_be_visible()
     expect(page.locator("#state")).to_contain_text("live, bijgewerkt")
