@@ -9,6 +9,11 @@ Versions:
 2. funders (section 9): `funder`, `funder_kind`, `funder_name` on every statement; a statement to a funder
    other than a municipality has `municipality: null`, its `frameworks` and `contributions`; lines may carry
    `contribution_funder`, and framework care lines `date`, `minutes` and `pupils`.
+3. lines carry what their `description` says, so a reader can put it in another language
+   (services/settlement/describe.py): period care and absorbed lines `coverage_start` (absorbed lines
+   `absorbed_from_name`), corrections `date` and `late_void`, contributions `contribution_label` and
+   `contribution_funder_name`. The stored `description` stays the English text as issued. A version 2 statement
+   reads as version 3 without these fields: its lines keep their issued description in every language.
 """
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict
 
-STATEMENT_SCHEMA_VERSION = 2
+STATEMENT_SCHEMA_VERSION = 3
 LineKind = Literal["care", "absorbed", "correction", "education_contribution", "contribution"]
 
 
@@ -41,9 +46,15 @@ class StatementLine(_Doc):
     absorbed_from: str | None = None
     non_participating: bool = False
     contribution_funder: str | None = None
-    date: str | None = None  # framework care: the registration's date, minutes and pupils
-    minutes: str | None = None
+    date: str | None = None  # framework care and corrections: the registration's date
+    minutes: str | None = None  # framework care: the registration's minutes and pupils
     pupils: list[str] | None = None
+    # Version 3: what the description says (absent on lines of older statements).
+    coverage_start: str | None = None  # period care and absorbed lines: the first day covered (to period_end)
+    absorbed_from_name: str | None = None
+    late_void: bool | None = None  # corrections: voided after close (else registered after close)
+    contribution_label: str | None = None
+    contribution_funder_name: str | None = None
 
 
 class StatementBasis(_Doc):
@@ -78,7 +89,7 @@ class ContributionUse(_Doc):
 
 
 class Statement(_Doc):
-    schema_version: Literal[2]
+    schema_version: Literal[3]
     statement_id: str
     arrangement_id: str
     school_id: str
@@ -119,7 +130,11 @@ def _upcast_1(doc: dict[str, Any]) -> dict[str, Any]:
             "funder_name": doc.get("municipality_name")}
 
 
-_UPCASTERS = {1: _upcast_1}
+def _upcast_2(doc: dict[str, Any]) -> dict[str, Any]:
+    return {**doc, "schema_version": 3}  # the new line fields stay absent: the issued descriptions stand
+
+
+_UPCASTERS = {1: _upcast_1, 2: _upcast_2}
 
 
 def read_statement(doc: Mapping[str, Any]) -> dict[str, Any]:

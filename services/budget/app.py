@@ -121,7 +121,8 @@ async def final_settlements_view(web, request, arrangement_id: str):  # noqa: AN
 
 @app.page("/internal/final-settlements/{final_settlement_id}")
 async def final_settlement_view(web, request, final_settlement_id: str):  # noqa: ANN001
-    """?format=json|csv|pdf (&dutch=1 for a CSV with ';' and decimal comma)."""
+    """?format=json|csv|pdf (&dutch=1 for a CSV with ';' and decimal comma; &lang=nl|en for the CSV header and
+    the PDF, default nl)."""
     await rt.books_ready.wait()
     doc = await service.final_settlement(final_settlement_id)
     if doc is None:
@@ -129,9 +130,10 @@ async def final_settlement_view(web, request, final_settlement_id: str):  # noqa
     fmt = request.query.get("format", "json")
     if fmt == "csv":
         dutch = (request.query.get("dutch") or "").lower() in ("1", "true", "yes")
-        return web.bytes(final_settlement_csv(doc, dutch=dutch).encode("utf-8"), content_type="text/csv")
+        return web.bytes(final_settlement_csv(doc, dutch=dutch, lang=request.query.get("lang")).encode("utf-8"),
+                         content_type="text/csv")
     if fmt == "pdf":
-        pdf = await asyncio.to_thread(final_settlement_pdf, doc, rt.settings.region_name)
+        pdf = await asyncio.to_thread(final_settlement_pdf, doc, rt.settings.region_name, request.query.get("lang"))
         return web.bytes(pdf, content_type="application/pdf")
     if fmt != "json":
         return web.json({"detail": "format must be json, csv or pdf"}, status=422)

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.gateway.auth import Principal, authenticate, forbid
 from services.gateway.deps import IdPath, require_coordinator, service_get, service_post
+from services.gateway.language import document_language
 from services.gateway.service import current_registry_version
 from services.gateway.settlements import _passthrough as passthrough
 
@@ -96,8 +97,10 @@ async def list_final_settlements(request: Request, arrangement_id: IdPath,
 async def get_final_settlement(request: Request, final_settlement_id: FinalSettlementIdPath,
                                format: Literal["json", "csv", "pdf"] = Query(default="json"),
                                dutch: bool = Query(default=False, description="csv: ';' separator and decimal comma"),
-                               principal: Principal = Depends(authenticate)):
-    """One final settlement as JSON, CSV (`?format=csv`, `&dutch=1`) or a one-page PDF letter."""
+                               principal: Principal = Depends(authenticate),
+                               lang: str = Depends(document_language)):
+    """One final settlement as JSON, CSV (`?format=csv`, `&dutch=1`) or a one-page PDF letter; the CSV header
+    and the PDF in Dutch by default, English with `?lang=en` or `Accept-Language: en`."""
     _may_read(principal)
     not_found = HTTPException(404, f"final settlement {final_settlement_id!r} not found")
     reply = await service_get(request, "budget", f"/internal/final-settlements/{final_settlement_id}")
@@ -109,10 +112,10 @@ async def get_final_settlement(request: Request, final_settlement_id: FinalSettl
         raise not_found
     if format == "json":
         return doc
-    params = {"format": format, **({"dutch": "1"} if format == "csv" and dutch else {})}
+    params = {"format": format, "lang": lang, **({"dutch": "1"} if format == "csv" and dutch else {})}
     reply = await service_get(request, "budget", f"/internal/final-settlements/{final_settlement_id}", params=params)
     _passthrough(reply)
     filename = final_settlement_id.replace(":", "_") + (".csv" if format == "csv" else ".pdf")
     media = "text/csv; charset=utf-8" if format == "csv" else "application/pdf"
     return Response(reply.content, media_type=media,
-                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"', "Content-Language": lang})

@@ -22,6 +22,7 @@ from services.gateway import books
 from services.gateway.auth import STATEMENT_ROLES, Principal, authenticate, forbid, now_utc
 from services.gateway.deps import (RETRY_AFTER_S, CodePath, NoNulStr, require_coordinator, service_get,
                                    service_post)
+from services.gateway.language import document_language
 from services.gateway.service import current_registry_version
 from services.gateway.webhooks import WHSEC_PREFIX, Deliverer, StatementFeed, delivery_status, rearm
 from shared.schemas import CloseBatchRequest, CloseRequest
@@ -164,8 +165,9 @@ async def list_statements(request: Request, municipality: str | None = Query(def
     return reply.json()
 
 
-async def _readable_statement(request: Request, statement_id: str, principal: Principal) -> dict[str, Any]:
-    reply = await service_get(request, "settlement", f"/internal/statements/{statement_id}")
+async def _readable_statement(request: Request, statement_id: str, principal: Principal,
+                              lang: str = "issued") -> dict[str, Any]:
+    reply = await service_get(request, "settlement", f"/internal/statements/{statement_id}", params={"lang": lang})
     if reply.status_code == 404:
         raise HTTPException(404, f"statement {statement_id!r} not found")
     _passthrough(reply)
@@ -183,15 +185,18 @@ async def get_statement(request: Request, statement_id: StatementIdPath,
                         dutch: bool = Query(default=False, description="csv: ';' separator and decimal comma"),
                         decimal: Literal["point", "comma"] = Query(default="point",
                                                                    description="csv: decimal=comma is dutch=1"),
-                        principal: Principal = Depends(authenticate)):
-    """One statement as JSON, CSV (`?format=csv`, `&dutch=1` for ';' and decimal comma) or a PDF letter."""
-    statement = await _readable_statement(request, statement_id, principal)
+                        principal: Principal = Depends(authenticate), lang: str = Depends(document_language)):
+    """One statement as JSON, CSV (`?format=csv`, `&dutch=1` for ';' and decimal comma) or a PDF letter.
+
+    Dutch by default, English with `?lang=en` or `Accept-Language: en`: the lines' `description`, the CSV
+    header row and the PDF (figures are the same in every language; `Content-Language` says which)."""
+    statement = await _readable_statement(request, statement_id, principal, lang)
     if format == "json":
         if principal.is_coordinator:
             found = await delivery_status(request.app.state.read_engine, [statement_id])
             statement["delivery"] = found[0] if found else None
-        return statement
-    params = {"format": format}
+        return JSONResponse(statement, headers={"Content-Language": lang})
+    params = {"format": format, "lang": lang}
     if format == "csv" and (dutch or decimal == "comma"):
         params["dutch"] = "1"
     reply = await service_get(request, "settlement", f"/internal/statements/{statement_id}", params=params)
@@ -199,7 +204,7 @@ async def get_statement(request: Request, statement_id: StatementIdPath,
     filename = statement_id.replace(":", "_") + (".csv" if format == "csv" else ".pdf")
     media = "text/csv; charset=utf-8" if format == "csv" else "application/pdf"
     return Response(reply.content, media_type=media,
-                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"', "Content-Language": lang})
 
 
 # -- webhooks ------------------------------------------------------------------------------------------

@@ -5,6 +5,8 @@ Views (reached only through the gateway, which does authentication and authorisa
   POST /internal/close-batch             {arrangement_ids, period_start, period_end, registry_version?}
   GET  /internal/statements              ?funder=&arrangement_id=  (funder: municipality code or funder id)
   GET  /internal/statements/{id}         ?format=json|csv|pdf &dutch=1 (csv: ';' and decimal comma)
+                                         &lang=nl|en (descriptions, CSV header, PDF; default nl;
+                                         lang=issued: the JSON exactly as stored, for internal readers)
   GET  /internal/invariant               ?arrangement_id=
 """
 from __future__ import annotations
@@ -17,6 +19,7 @@ from faust.web import View
 from pydantic import ValidationError
 
 from services.settlement import books
+from services.settlement.describe import localise
 from services.settlement.domain import PeriodConflictError, SettlementError
 from services.settlement.render import statement_csv, statement_pdf
 from services.settlement.service import SERVICE, RegistryBehind, SettlementService, UnknownArrangement
@@ -94,15 +97,16 @@ async def statement_view(web, request, statement_id: str):  # noqa: ANN001
     if statement is None:
         return web.json({"detail": f"statement {statement_id!r} not found"}, status=404)
     fmt = request.query.get("format", "json")
+    lang = request.query.get("lang")
     if fmt == "csv":
         dutch = truthy(request.query.get("dutch")) or request.query.get("decimal") == "comma"
-        return web.bytes(statement_csv(statement, dutch=dutch).encode("utf-8"), content_type="text/csv")
+        return web.bytes(statement_csv(statement, dutch=dutch, lang=lang).encode("utf-8"), content_type="text/csv")
     if fmt == "pdf":
-        pdf = await asyncio.to_thread(statement_pdf, statement, rt.settings.region_name)
+        pdf = await asyncio.to_thread(statement_pdf, statement, rt.settings.region_name, lang)
         return web.bytes(pdf, content_type="application/pdf")
     if fmt != "json":
         return web.json({"detail": "format must be json, csv or pdf"}, status=422)
-    return web.json(statement)
+    return web.json(statement if lang == "issued" else localise(statement, lang))
 
 
 @app.page("/internal/invariant")

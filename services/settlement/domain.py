@@ -32,10 +32,12 @@ from fractions import Fraction
 from typing import Any, Hashable, Iterable, Mapping, NamedTuple, Sequence, TypeVar
 
 from services.settlement.keys import SPLITS
-from services.settlement.routing import (ONE_DAY, UNKNOWN_RESIDENCE, ArrangementContext, Bucket, PeriodBasis,
+from services.settlement.routing import (ONE_DAY, ArrangementContext, Bucket, PeriodBasis,
                                          SettlementError, participates, participating_days, residences_of,
                                          routing_day_of, routing_days)
+from services.settlement.describe import describe_line
 from shared.events import CareLogged
+from shared.i18n import translator
 from shared.money import CENT_MINUTES_PER_CENT, cent_minutes_to_cents, round_half_up
 from shared.schemas import Arrangement, SettlementPolicy
 from shared.settlement_keys import KEYS
@@ -977,45 +979,14 @@ def _party_name(context: ArrangementContext, party: str) -> str:
     return municipality.name if municipality is not None else party
 
 
-def _line_description(key: LineKey, line: _Line, context: ArrangementContext, coverage: str) -> str:
+def _line_out(context: ArrangementContext, key: LineKey, line: _Line, amount: int, party: str,
+              coverage_start: dt.date, period: tuple[dt.date, dt.date]) -> dict[str, Any]:
+    """A statement line: its figures and the facts its description is put in words from (at issue time in
+    English, the stored text; at read time in the reader's language: services/settlement/describe.py)."""
     kind = _KIND_OF_ORDER[key.order]
-    if kind == "care" and key.registration_id:
-        assert line.registration_date is not None
-        return (f"Registration {key.registration_id} of {line.registration_date.isoformat()}: "
-                f"{_decimal(line.basis_value)} minutes for {', '.join(line.pupils)}")
-    if kind == "contribution":
-        funder, contribution = _contribution_of(context, key.contribution)
-        label = contribution.label if contribution is not None and contribution.label else _party_name(context, funder)
-        if funder in context.funders and line.exact_cents > 0:
-            return f"Contribution {label} towards the care cost before the municipalities (first statements first)"
-        return f"Contribution {label} ({_party_name(context, funder)}) deducted"
-    if kind == "care":
-        text = f"Care {coverage} {KEYS[context.arrangement.settlement.key].split_words}"
-        if key.non_participating:
-            text += " (municipality not participating on these days: billed per policy)"
-        return text
-    if kind == "absorbed":
-        whom = "pupils without a recorded residence" if key.absorbed_from == UNKNOWN_RESIDENCE else \
-            f"{key.absorbed_from}{_name_suffix(context, key.absorbed_from)}"
-        return f"Absorbed by the host: care {coverage} for {whom}, not participating"
-    if kind == "correction":
-        assert line.original_period is not None and line.registration_date is not None
-        start, end = line.original_period
-        what = "voided after close" if line.late_void else "registered after close"
-        text = (f"Correction for closed period {start.isoformat()}..{end.isoformat()}: registration "
-                f"{key.registration_id} of {line.registration_date.isoformat()} {what}")
-        if key.absorbed_from:
-            text += f" (absorbed for {key.absorbed_from}, not participating)"
-        if key.non_participating:
-            text += " (not participating: billed per policy)"
-        return text
-    return "Education contribution deducted (first statements first)"
-
-
-def _line_out(context: ArrangementContext, key: LineKey, line: _Line, amount: int, coverage: str) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "kind": _KIND_OF_ORDER[key.order],
-        "description": _line_description(key, line, context, coverage),
+        "kind": kind,
+        "description": "",
         "basis": {"unit": line.basis_unit, "value": _decimal(line.basis_value, 6 if line.basis_unit == "share" else 2)},
         "amount_cents": amount,
         "exact_cents": _decimal(line.exact_cents, 4),
@@ -1026,25 +997,30 @@ def _line_out(context: ArrangementContext, key: LineKey, line: _Line, amount: in
         "non_participating": key.non_participating,
     }
     if key.contribution:
-        out["contribution_funder"] = key.contribution.split(":", 1)[1]
+        funder, contribution = _contribution_of(context, key.contribution)
+        out.update(contribution_funder=funder, contribution_funder_name=_party_name(context, funder),
+                   contribution_label=contribution.label if contribution is not None else None)
     if line.pupils:  # framework care: accounted per client
         out.update(date=line.registration_date.isoformat() if line.registration_date else None,
                    minutes=_decimal(line.basis_value), pupils=list(line.pupils))
+    if kind == "correction":
+        assert line.registration_date is not None
+        out.update(date=line.registration_date.isoformat(), late_void=line.late_void)
+    elif kind in ("care", "absorbed") and not key.registration_id:
+        out["coverage_start"] = coverage_start.isoformat()
+        if kind == "absorbed":
+            municipality = context.municipalities.get(key.absorbed_from)
+            out["absorbed_from_name"] = municipality.name if municipality else None
+    about = {"key": context.arrangement.settlement.key, "period_start": period[0].isoformat(),
+             "period_end": period[1].isoformat(), "funder": party,
+             "funder_kind": "funder" if party in context.funders else "municipality"}
+    out["description"] = describe_line(out, about, translator("en"))  # the issued text
     return out
 
 
-def _coverage(context: ArrangementContext, previous: Close | None, period_start: dt.date, period_end: dt.date) -> str:
-    coverage_start = previous.period_end + dt.timedelta(days=1) if previous else context.arrangement.start
-    coverage = f"{period_start.isoformat()}..{period_end.isoformat()}"
-    if coverage_start < period_start:
-        coverage = f"{coverage_start.isoformat()}..{period_end.isoformat()} (includes days before the period " \
-                   f"that no close covered)"
-    return coverage
-
-
-def _name_suffix(context: ArrangementContext, code: str) -> str:
-    municipality = context.municipalities.get(code)
-    return f" {municipality.name}" if municipality else ""
+def _coverage_start(context: ArrangementContext, previous: Close | None, period_start: dt.date) -> dt.date:
+    """The first day a close's care lines cover: the period, or earlier when no close covered the days before."""
+    return min(previous.period_end + dt.timedelta(days=1) if previous else context.arrangement.start, period_start)
 
 
 def _statement(context: ArrangementContext, builder: _CloseBuilder, basis: PeriodBasis | None,
@@ -1052,7 +1028,7 @@ def _statement(context: ArrangementContext, builder: _CloseBuilder, basis: Perio
                period_start: dt.date, period_end: dt.date, issued_on: dt.date,
                previous: Close | None, close_total_cents: int) -> dict[str, Any]:
     policy = context.arrangement.settlement
-    coverage = _coverage(context, previous, period_start, period_end)
+    coverage = _coverage_start(context, previous, period_start)
 
     lines_out: list[dict[str, Any]] = []
     education_deducted = contributions_deducted = 0
@@ -1064,7 +1040,7 @@ def _statement(context: ArrangementContext, builder: _CloseBuilder, basis: Perio
             education_deducted -= amount
         elif kind == "contribution":
             contributions_deducted -= amount
-        lines_out.append(_line_out(context, key, line, amount, coverage))
+        lines_out.append(_line_out(context, key, line, amount, municipality, coverage, (period_start, period_end)))
 
     period_days = (period_end - period_start).days + 1
     split = KEYS[policy.key]
@@ -1146,9 +1122,9 @@ def _funder_statement(context: ArrangementContext, builder: _CloseBuilder, basis
     """The statement of a funder other than a municipality: its framework care, one line per registration,
     and what its contributions paid on this close."""
     policy = context.arrangement.settlement
-    coverage = _coverage(context, previous, period_start, period_end)
-    lines_out = [_line_out(context, key, builder.lines[funder][key], line_amounts[key], coverage)
-                 for key in sorted(line_amounts)]
+    coverage = _coverage_start(context, previous, period_start)
+    lines_out = [_line_out(context, key, builder.lines[funder][key], line_amounts[key], funder, coverage,
+                           (period_start, period_end)) for key in sorted(line_amounts)]
     party = context.funders.get(funder)
     applied_before = dict(previous.contributions_applied) if previous else {}
     contributions = []

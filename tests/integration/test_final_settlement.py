@@ -112,7 +112,7 @@ def test_case_h_final_settlement_repeat_late_care_and_a_corrected_version(api: A
     assert listed["final_settlements"][0] == doc and api.get(f"/final-settlements/{fs1}").json() == doc
 
     # CSV: one row per budget year and a total row, euros; PDF: a one-page letter with the balance.
-    got = api.get(f"/final-settlements/{fs1}", params={"format": "csv"})
+    got = api.get(f"/final-settlements/{fs1}", params={"format": "csv", "lang": "en"})
     assert got.status_code == 200 and got.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(got.text)))
     assert [(r["year"], r["hours"], r["delivered"], r["paid"], r["balance"]) for r in rows] == [
@@ -124,10 +124,19 @@ def test_case_h_final_settlement_repeat_late_care_and_a_corrected_version(api: A
     assert pdf.status_code == 200 and pdf.headers["content-type"] == "application/pdf"
     reader = PdfReader(io.BytesIO(pdf.content))
     text = reader.pages[0].extract_text()
-    assert len(reader.pages) == 1 and "-€ 7.800,00" in text and "€ 156.000,00" in text and fs1 in text
+    assert len(reader.pages) == 1 and "€ -7.800,00" in text and "€ 156.000,00" in text and fs1 in text
+    assert pdf.headers["content-language"] == "nl"  # Dutch by default (design.md section 12)
+    for dutch in ("Eindafrekening op basis van ingezette uren", "Begrotingsjaar", "Totaal",
+                  "Saldo terug te betalen door de school"):
+        assert dutch in text, dutch
+    assert got.text.startswith("final_settlement_id,") and api.get(f"/final-settlements/{fs1}", params={
+        "format": "csv"}).text.startswith("eindafrekening,regeling,school,versie,datum,vervangt,jaar,uren,")
+    english = api.get(f"/final-settlements/{fs1}", params={"format": "pdf"}, headers={"Accept-Language": "en"})
+    text = PdfReader(io.BytesIO(english.content)).pages[0].extract_text()
+    assert "Balance to be refunded by the school" in text and "-€7,800.00" in text and "Eindafrekening" not in text
     v2_text = PdfReader(io.BytesIO(api.get(f"/final-settlements/{v2['final_settlement_id']}",
                                            params={"format": "pdf"}).content)).pages[0].extract_text()
-    assert "-€ 7.735,00" in v2_text and fs1 in v2_text  # names the version it replaces
+    assert "€ -7.735,00" in v2_text and fs1 in v2_text  # names the version it replaces
 
     # Who: the pot's school reads, another school gets 404, a municipality 403; only the coordinator issues.
     school = api.as_token(api.token_for("school", region.school_id))

@@ -31,6 +31,7 @@ import pytest
 from pypdf import PdfReader
 
 from ops.stack import ROOT, Stack
+from shared.i18n import translator
 from shared.money import format_euro_nl, round_half_up
 from tests.integration.client import Api, Region
 
@@ -229,7 +230,7 @@ def test_d_void_after_close_is_a_negative_correction_next_period_and_the_invaria
     correction = corrections[0]
     assert correction["amount_cents"] == -6500 and correction["registration_id"] == voided_id
     assert (correction["original_period_start"], correction["original_period_end"]) == ("2025-01-01", "2025-01-31")
-    assert "voided after close" in correction["description"]
+    assert "ingetrokken na afsluiting" in correction["description"]  # Dutch by default ("voided after close")
     assert statement["total_cents"] == 4875 - 6500  # February's care minus the voided January hour
     # January's statements did not change.
     assert school.statements_of(january)[home]["total_cents"] == 8125
@@ -363,14 +364,15 @@ def test_csv_in_both_dialects_and_the_pdf_carry_the_json_figures(api: Api) -> No
     statement = school.statements_of(reply)[other]
     sid = statement["statement_id"]
 
+    english = api.get(f"/statements/{sid}", params={"lang": "en"}).json()  # CSV columns by their English names
     for params, sep, comma in (({"format": "csv"}, ",", False), ({"format": "csv", "dutch": "1"}, ";", True),
                                ({"format": "csv", "decimal": "comma"}, ";", True)):
-        got = api.get(f"/statements/{sid}", params=params)
+        got = api.get(f"/statements/{sid}", params={**params, "lang": "en"})
         assert got.status_code == 200 and got.headers["content-type"].startswith("text/csv")
         rows = list(csv.DictReader(io.StringIO(got.text), delimiter=sep))
         assert len(rows) == len(statement["lines"])
         amounts = []
-        for row, line in zip(rows, statement["lines"]):
+        for row, line in zip(rows, english["lines"]):
             assert row["statement_id"] == sid and row["kind"] == line["kind"]
             assert row["description"] == line["description"]
             assert ("," in row["amount"]) == comma
@@ -389,6 +391,51 @@ def test_csv_in_both_dialects_and_the_pdf_carry_the_json_figures(api: Api) -> No
         assert format_euro_nl(line["amount_cents"]) in text
     assert "€ 65,11" in text  # the hourly rate
     assert api.get(f"/statements/{sid}", params={"format": "xml"}).status_code == 422
+
+
+def test_statements_read_in_dutch_by_default_and_in_english_on_request(api: Api) -> None:
+    """design.md section 12: ?lang=en or Accept-Language: en for English; descriptions are put in words when
+    read, from the lines' fields; the figures are the same in both, and the stored text is the English one."""
+    home, other = new_codes(2)
+    school = School(api, home, {home: ("Home", None), other: ("Gemeente Ötztal, Süd", None)},
+                    {"key": "residence_hours"}, rate_cents=6500)
+    school.pupil("p1", [(home, D(2025, 1, 1), None)]).arrangement()
+    school.register([(f"lang-{secrets.token_hex(3)}", D(2025, 1, 6), 90, ["p1"])])
+    wait_applied(api.stack, school.arrangement_id, 1)
+    reply = school.close(D(2025, 1, 1), D(2025, 1, 31))
+    sid = next(s["statement_id"] for s in reply.json()["statements"] if s["municipality"] == home)
+
+    dutch = api.get(f"/statements/{sid}")
+    assert dutch.status_code == 200 and dutch.headers["content-language"] == "nl"
+    line, total = dutch.json()["lines"][0], dutch.json()["total_cents"]
+    assert line["description"] == "Zorg 01-01-2025 t/m 31-01-2025 voor ingezeten leerlingen, per zorgdag"
+    for english in (api.get(f"/statements/{sid}", params={"lang": "en"}),
+                    api.get(f"/statements/{sid}", headers={"Accept-Language": "en-GB,en;q=0.9,nl;q=0.5"})):
+        assert english.status_code == 200 and english.headers["content-language"] == "en"
+        assert english.json()["lines"][0]["description"] == "Care 2025-01-01..2025-01-31 for resident pupils, per care day"
+        assert {k: v for k, v in english.json().items() if k not in ("lines", "language", "delivery")} == \
+            {k: v for k, v in dutch.json().items() if k not in ("lines", "language", "delivery")}
+    # ?lang= wins over the header; an unknown language is Dutch.
+    assert api.get(f"/statements/{sid}", params={"lang": "nl"},
+                   headers={"Accept-Language": "en"}).json()["lines"][0]["description"].startswith("Zorg ")
+    assert api.get(f"/statements/{sid}", params={"lang": "de"}).headers["content-language"] == "nl"
+
+    csv_nl = api.get(f"/statements/{sid}", params={"format": "csv"})
+    assert csv_nl.text.splitlines()[0].startswith("afrekening,gemeente,periode_begin,periode_eind,soort,omschrijving")
+    csv_en = api.get(f"/statements/{sid}", params={"format": "csv"}, headers={"Accept-Language": "en"})
+    assert csv_en.text.splitlines()[0].startswith("statement_id,municipality,period_start,period_end,kind")
+
+    def pdf_words(**kwargs: Any) -> str:
+        got = api.get(f"/statements/{sid}", params={"format": "pdf", **kwargs.pop("params", {})}, **kwargs)
+        assert got.status_code == 200 and got.headers["content-type"] == "application/pdf"
+        return " ".join(PdfReader(io.BytesIO(got.content)).pages[0].extract_text().split())
+
+    text = pdf_words()
+    for expected in ("Afrekening zorg in onderwijstijd", "Totaal te betalen", translator("nl").money(total),
+                     "01-01-2025 t/m 31-01-2025", "Zorg 01-01-2025 t/m 31-01-2025 voor ingezeten leerlingen"):
+        assert expected in text, expected
+    text = pdf_words(params={"lang": "en"})
+    assert "Total to pay" in text and translator("en").money(total) in text and "Totaal te betalen" not in text
 
 
 class Receiver:
@@ -480,10 +527,13 @@ def test_webhooks_deliver_every_statement_signed_and_retry_until_accepted(api: A
         assert any(d["attempts"] > 1 and d["last_error"].startswith("HTTP 500") for d in deliveries)
         assert all(d["delivered_to"] == receiver.url and d["delivered_at"] for d in deliveries)
         for sid, bodies in receiver.accepted.items():
-            statement = api.get(f"/statements/{sid}").json()
+            statement = api.get(f"/statements/{sid}", params={"lang": "en"}).json()
             assert statement["delivery"]["status"] == "delivered"
             statement.pop("delivery")
-            assert bodies[0] == statement  # what the municipality received is the statement as issued
+            assert statement.pop("language") == "en"
+            # What the municipality received is the statement as issued: its English descriptions are the ones
+            # the statement reads with in English (the default reading is Dutch).
+            assert bodies[0] == statement
         webhook = api.get(f"/municipalities/{first}/webhook").json()
         assert webhook["url"] == receiver.url and "secret" not in webhook
         assert {d["statement_id"] for d in webhook["deliveries"]} == {i for i in ids if i.endswith(first)}

@@ -191,19 +191,24 @@ def test_pot_shows_what_changed_after_the_final_settlement() -> None:
 
 def test_csv_rows_per_year_and_total_and_the_pdf_letter() -> None:
     doc = final_settlement_document("arr1", venray(), case_h_book(), PAYMENTS, AFTER_END, school_name="SBO Focus")
-    lines = final_settlement_csv(doc).splitlines()
+    lines = final_settlement_csv(doc, lang="en").splitlines()
     assert lines[0].split(",")[6:] == ["year", "hours", "delivered", "capped", "paid", "balance"]
     assert [line.split(",")[6:] for line in lines[1:]] == [
         ["2025", "560.00", "36400.00", "36400.00", "44200.00", "-7800.00"],
         ["2026", "1840.00", "119600.00", "119600.00", "119600.00", "0.00"],
         ["total", "2400.00", "156000.00", "156000.00", "163800.00", "-7800.00"],
     ]
-    assert final_settlement_csv(doc, dutch=True).splitlines()[-1].endswith(";156000,00;156000,00;163800,00;-7800,00")
+    dutch = final_settlement_csv(doc, dutch=True).splitlines()  # Dutch by default: header and `total` too
+    assert dutch[0].split(";")[6:] == ["jaar", "uren", "geleverd", "binnen_plafond", "betaald", "saldo"]
+    assert dutch[-1].endswith(";totaal;2400,00;156000,00;156000,00;163800,00;-7800,00")
     reader = PdfReader(io.BytesIO(final_settlement_pdf(doc, "Regio Noord-Limburg")))
     assert len(reader.pages) == 1
     text = reader.pages[0].extract_text()
-    assert "-€ 7.800,00" in text and "refunded by the school" in text and "€ 156.000,00" in text
-    assert "SBO Focus" in text and "fs:arr1:1" in text
+    assert "€ -7.800,00" in text and "Saldo terug te betalen door de school" in text and "€ 156.000,00" in text
+    assert "SBO Focus" in text and "fs:arr1:1" in text and "Eindafrekening" in text and "Begrotingsjaar" in text
+    english = PdfReader(io.BytesIO(final_settlement_pdf(doc, "Regio Noord-Limburg", lang="en"))).pages[0]
+    text = english.extract_text()
+    assert "-€7,800.00" in text and "refunded by the school" in text and "€156,000.00" in text
 
 
 # --- the service on its migrated database ---------------------------------------------------------------------

@@ -272,6 +272,8 @@ def test_worked_case_d_void_after_close_is_a_negative_correction() -> None:
         "original_period_end": "2025-01-31",
         "absorbed_from": None,
         "non_participating": False,
+        "date": "2025-01-10",  # what the description says, for a reader in another language
+        "late_void": True,
     }]
     assert horst["total_cents"] == 0  # February care EUR 65.00, minus the voided January EUR 65.00
     assert GENNEP not in by_municipality(second.statements)  # nothing new for Gennep

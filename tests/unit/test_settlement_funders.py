@@ -209,7 +209,7 @@ def test_a_funder_statement_renders_as_csv_and_pdf_with_its_registrations() -> N
     result = close_period(ctx, [line("wlz-1", D(2025, 3, 3), 90, [("p-horst", HORST)], funder="WLZ-ZK")], [],
                           D(2025, 3, 1), D(2025, 3, 31), D(2025, 4, 1))
     wlz = by_funder(result.statements)["WLZ-ZK"]
-    [row] = list(csv.DictReader(io.StringIO(statement_csv(wlz))))
+    [row] = list(csv.DictReader(io.StringIO(statement_csv(wlz, lang="en"))))
     assert (row["funder"], row["municipality"], row["pupils"], row["amount"]) == ("WLZ-ZK", "", "p-horst", "97.50")
     text = PdfReader(io.BytesIO(statement_pdf(wlz, "Regio Noord-Limburg"))).pages[0].extract_text()
     assert "Zorgkantoor Noord-Limburg (WLZ-ZK)" in text and "wlz-1" in text and "97,50" in text

@@ -11,6 +11,7 @@ from services.settlement.domain import ArrangementContext, CareLine, close_perio
 from services.settlement.keys import SPLITS
 from shared.schemas import Arrangement, Municipality, Norm, SettlementPolicy
 from shared.settlement_keys import KEYS
+from services.settlement.describe import localise
 from shared.statements import read_statement
 
 D = dt.date
@@ -64,14 +65,26 @@ def _one_statement() -> dict:
 
 def test_a_version_1_statement_reads_as_the_current_version_with_its_figures_untouched() -> None:
     current = _one_statement()
-    assert current["schema_version"] == 2 and current["total_cents"] == 6000  # 60 min x EUR 60.00/h
+    assert current["schema_version"] == 3 and current["total_cents"] == 6000  # 60 min x EUR 60.00/h
     stored_v1 = {k: v for k, v in current.items() if k not in ("funder", "funder_kind", "funder_name")}
     stored_v1["schema_version"] = 1
     assert read_statement(stored_v1) == current
     assert read_statement(current) == current
 
 
+def test_a_version_2_statement_keeps_its_issued_descriptions_in_every_language() -> None:
+    current = _one_statement()
+    v3_fields = ("coverage_start", "absorbed_from_name", "late_void", "contribution_label", "contribution_funder_name")
+    stored_v2 = {**current, "schema_version": 2,
+                 "lines": [{k: v for k, v in line.items() if k not in v3_fields} for line in current["lines"]]}
+    read = read_statement(stored_v2)
+    assert read["schema_version"] == 3 and read["lines"] == stored_v2["lines"]
+    issued = [line["description"] for line in current["lines"]]
+    assert [line["description"] for line in localise(read, "nl")["lines"]] == issued  # nothing to render from
+    assert [line["description"] for line in localise(current, "nl")["lines"]] != issued  # version 3: Dutch
+
+
 def test_a_statement_from_a_newer_version_is_refused_not_misread() -> None:
-    newer = {**_one_statement(), "schema_version": 3}
-    with pytest.raises(ValueError, match="schema_version 3"):
+    newer = {**_one_statement(), "schema_version": 4}
+    with pytest.raises(ValueError, match="schema_version 4"):
         read_statement(newer)

@@ -1,4 +1,7 @@
-"""Statement rendering: CSV in both dialects and the one-page PDF letter agree with the JSON statement."""
+"""Statement rendering: CSV in both dialects and the one-page PDF letter agree with the JSON statement.
+
+Documents are Dutch by default (shared/i18n.py); the English letter is checked beside the Dutch one.
+"""
 from __future__ import annotations
 
 import csv
@@ -12,7 +15,9 @@ import pytest
 from pypdf import PdfReader
 
 from services.settlement.domain import ArrangementContext, CareLine, close_period
-from services.settlement.render import CSV_FIELDS, statement_csv, statement_pdf
+from services.settlement.describe import localise
+from services.settlement.render import CSV_FIELDS, csv_header, statement_csv, statement_pdf
+from shared.i18n import translator
 from shared.money import cent_minutes_to_cents, format_euro_nl
 from shared.schemas import Arrangement, Municipality
 
@@ -71,10 +76,15 @@ def many_corrections() -> dict[str, Any]:
     return statements_by_municipality(second)[HORST]
 
 
-def parse_csv(text: str, dutch: bool) -> list[dict[str, str]]:
-    reader = csv.DictReader(io.StringIO(text), delimiter=";" if dutch else ",")
-    assert tuple(reader.fieldnames or ()) == CSV_FIELDS
-    return list(reader)
+def parse_csv(text: str, dutch: bool, lang: str = "nl") -> list[dict[str, str]]:
+    """Rows keyed by CSV_FIELDS, whatever language the header row is in (checked against csv_header)."""
+    reader = csv.reader(io.StringIO(text), delimiter=";" if dutch else ",")
+    header = next(reader)
+    assert header == csv_header(lang) and len(header) == len(CSV_FIELDS)
+    return [dict(zip(CSV_FIELDS, row)) for row in reader]
+
+
+NL = translator("nl")
 
 
 def to_cents(amount: str, dutch: bool) -> int:
@@ -126,7 +136,7 @@ def test_csv_quotes_descriptions_with_separators() -> None:
     statement = statements_by_municipality(result)[VENRAY]
     for dutch in (False, True):
         rows = parse_csv(statement_csv(statement, dutch=dutch), dutch)
-        assert [r["description"] for r in rows] == [l["description"] for l in statement["lines"]]
+        assert [r["description"] for r in rows] == [l["description"] for l in localise(statement, "nl")["lines"]]
         assert "Súdwest-Fryslân, gemeente" in rows[0]["description"] and rows[0]["absorbed_from"] == SWF
         assert sum(to_cents(r["amount"], dutch) for r in rows) == statement["total_cents"] == 6500
 
@@ -144,18 +154,31 @@ def test_pdf_is_one_page_with_the_statement_figures(venray_statement: dict[str, 
     pages, text = pdf_text(pdf)
     assert pages == 1
     for expected in (REGION, "Venray (GM0984)", venray_statement["statement_id"], "venray-2025",
-                     "Focus-Spectrum (focus)", "2025-01-01 to 2025-01-31", "Issue date", "2026-01-15",
-                     "residence_hours"):
+                     "Focus-Spectrum (focus)", "01-01-2025 t/m 31-01-2025", "Datum", "15-01-2026",
+                     "residence_hours", "Afrekening zorg in onderwijstijd", "Omschrijving"):
         assert expected in text
     for line in venray_statement["lines"]:
-        assert format_euro_nl(line["amount_cents"]) in text
-    assert "Total to pay" in text and format_euro_nl(venray_statement["total_cents"]) in text
-    assert format_euro_nl(venray_statement["education_contribution_cents"]) in text
+        assert NL.money(line["amount_cents"]) in text
+    assert "Totaal te betalen" in text and NL.money(venray_statement["total_cents"]) in text
+    assert NL.money(venray_statement["education_contribution_cents"]) in text
     basis = venray_statement["basis"]
     dutch_count = basis["municipality_count"].replace(".", ",")  # the letter uses the decimal comma
-    assert f"this municipality {dutch_count} of {basis['total_count']}" in text
+    assert f"deze gemeente {dutch_count} van {basis['total_count'].replace('.', ',')}" in text
     assert "€ 65,00" in text and "€ 65,11" in text  # the hourly rates
     assert "GM1507" in text  # absorbed for Horst
+    words = " ".join(text.split())  # table cells wrap
+    assert "Gedragen door de gastgemeente: zorg 01-01-2025 t/m 31-01-2025 voor GM1507 Horst aan de Maas" in words
+
+
+def test_pdf_in_english_on_request(venray_statement: dict[str, Any]) -> None:
+    pages, text = pdf_text(statement_pdf(venray_statement, REGION, lang="en"))
+    assert pages == 1
+    for expected in ("2025-01-01 to 2025-01-31", "Issue date", "2026-01-15", "Total to pay", "€65.00", "€65.11",
+                     f"this municipality {venray_statement['basis']['municipality_count']} of"):
+        assert expected in text
+    for line in venray_statement["lines"]:
+        assert line["description"][:40] in " ".join(text.split())  # the issued English text
+    assert "Afrekening" not in text
 
 
 def test_pdf_shows_non_ascii_names(venray_statement: dict[str, Any]) -> None:
@@ -173,15 +196,15 @@ def test_pdf_with_many_lines_stays_one_page_and_adds_up(many_corrections: dict[s
     assert len(many_corrections["lines"]) == 81
     pages, text = pdf_text(statement_pdf(many_corrections, REGION))
     assert pages == 1
-    match = re.search(r"(\d+) further lines, listed in the CSV and JSON", text)
+    match = re.search(r"(\d+) verdere regels, opgesomd in de CSV en JSON", text)
     assert match is not None
     hidden = int(match.group(1))
     shown = many_corrections["lines"][:len(many_corrections["lines"]) - hidden]
     for line in shown:
         assert line["registration_id"] is None or line["registration_id"] in text
     # The folded row carries the rest, so the page adds up to the total.
-    assert format_euro_nl(many_corrections["total_cents"] - sum(l["amount_cents"] for l in shown)) in text
-    assert format_euro_nl(many_corrections["total_cents"]) in text
+    assert NL.money(many_corrections["total_cents"] - sum(l["amount_cents"] for l in shown)) in text
+    assert NL.money(many_corrections["total_cents"]) in text
     # Cumulative rounding: R(C2) - R(C1), not 80 separately rounded credits (those would give 65_000 - 320_666).
     assert many_corrections["total_cents"] == 65_000 - cent_minutes_to_cents(80 * 37 * 6500) == -255_667
 
@@ -191,10 +214,10 @@ def test_pdf_of_a_credit_and_of_host_pays() -> None:
     lines = [care("r1", D(2025, 1, 10), 60, 6500, HORST, VENRAY)]
     first = close_period(ctx, lines, [], D(2025, 1, 1), D(2025, 1, 31), ISSUED)
     pages, text = pdf_text(statement_pdf(first.statements[0], REGION))
-    assert pages == 1 and "Residence breakdown" in text and "Horst aan de Maas (GM1507)" in text
+    assert pages == 1 and "Verdeling naar woonplaats" in text and "Horst aan de Maas (GM1507)" in text
     assert "€ 32,50" in text and "€ 65,00" in text
     second = close_period(ctx, [lines[0].voided_at(1)], [first.close], D(2025, 2, 1), D(2025, 2, 28), ISSUED)
     credit = second.statements[0]
     assert credit["total_cents"] == -6500
     pages, text = pdf_text(statement_pdf(credit, REGION))
-    assert pages == 1 and "Total to receive (credit)" in text and "-€ 65,00" in text
+    assert pages == 1 and "Totaal te ontvangen (creditering)" in text and "€ -65,00" in text
