@@ -46,7 +46,7 @@ _NL = {
     "Besteed tegenover gepland per begrotingsjaar", "Capacity gaps": "Capaciteitstekorten", "Week": "Week",
     "Weeks in which a group received less than {ratio} of its planned hours:":
     "Weken waarin een groep minder dan {ratio} van de geplande uren kreeg:",
-    "none": "geen", "unknown": "onbekend", "unspecified": "niet opgegeven", "to": "t/m",
+    "none": "geen", "hours": "uren", "euros": "euro", "unknown": "onbekend", "unspecified": "niet opgegeven", "to": "t/m",
     "Amounts in euros, hours with two decimals. Every figure is reproducible from the registrations, the plan and "
     "the payments; an issued report never changes. Spent is the exact cost rounded once over the running total, "
     "so quarters add up to their year.":
@@ -151,7 +151,7 @@ CHART_HEIGHT = 62 * mm
 
 
 def _chart(title: str, categories: Sequence[str], series: Sequence[tuple[str, Sequence[float]]], *,
-           stacked: bool = False, label_every: int = 1) -> Drawing:
+           stacked: bool = False, label_every: int = 1, thousands: str = ".") -> Drawing:
     """A bar chart with its title drawn inside (so it is part of the figure) and a legend under it."""
     width = _CONTENT_WIDTH
     drawing = Drawing(width, CHART_HEIGHT)
@@ -166,8 +166,8 @@ def _chart(title: str, categories: Sequence[str], series: Sequence[tuple[str, Se
     chart.valueAxis.labels.fontSize = 6
     chart.valueAxis.valueMin = 0
     top = max([sum(v) for v in zip(*chart.data)] if stacked else [max(v) for v in chart.data], default=0)
-    if top <= 0:
-        chart.valueAxis.valueMax = 1
+    chart.valueAxis.valueMax = top * 1.1 if top > 0 else 1  # room above the highest bar for its axis label
+    chart.valueAxis.labelTextFormat = lambda v: f"{v:,.0f}".replace(",", thousands)
     if stacked:
         chart.categoryAxis.style = "stacked"
     chart.barSpacing = 0 if stacked else 1
@@ -193,8 +193,8 @@ def hours_per_week_chart(section: Mapping[str, Any], lang: str = "nl") -> Drawin
     groups = sorted({g for w in weeks for g in w["minutes_by_group"]})
     series = [(f"{_('Group', lang)} {_group(g, lang)}", [w["minutes_by_group"].get(g, 0) / 60 for w in weeks])
               for g in groups]
-    return _chart(_("Hours per week per group", lang), [w["week"][5:] for w in weeks], series, stacked=True,
-                  label_every=max(1, len(weeks) // 26))
+    return _chart(f'{_("Hours per week per group", lang)} ({_("hours", lang)})', [w["week"][5:] for w in weeks],
+                  series, stacked=True, label_every=max(1, len(weeks) // 26), thousands="." if lang == "nl" else ",")
 
 
 def spent_planned_chart(section: Mapping[str, Any], lang: str = "nl") -> Drawing:
@@ -202,7 +202,8 @@ def spent_planned_chart(section: Mapping[str, Any], lang: str = "nl") -> Drawing
     series = [(_(name, lang), [r[field] / 100 for r in years]) for name, field in (
         ("Planned (installments)", "planned_cents"), ("Planned (capacity)", "planned_capacity_cents"),
         ("Spent", "spent_cents"), ("Paid", "paid_cents"))]
-    return _chart(_("Spent against planned per budget year", lang), [str(r["year"]) for r in years], series)
+    return _chart(f'{_("Spent against planned per budget year", lang)} ({_("euros", lang)})',
+                  [str(r["year"]) for r in years], series, thousands="." if lang == "nl" else ",")
 
 
 _TABLE_STYLE = TableStyle([
