@@ -2,9 +2,9 @@
 `playwright install`: the machines have no internet; tests/integration/browser.py finds the binary).
 
 Each role's main task, clicked through: a school uploads a CSV file with one bad row and sees that row's error and
-its registrations' status; a municipality downloads its statement as a PDF; the coordinator closes a period and
-sees the statements. Screenshots go to the test's tmp dir, and to docs/ with ZORGPOT_DOCS_SCREENSHOTS=1 (the
-README's images).
+its registrations' status; a municipality downloads its statement as a PDF; the coordinator closes a period, sees
+the statements and issues a quarterly report. Screenshots go to the test's tmp dir, and to docs/ with
+ZORGPOT_DOCS_SCREENSHOTS=1 (the README's images).
 """
 from __future__ import annotations
 
@@ -179,6 +179,18 @@ def test_coordinator_closes_a_period_and_sees_the_statements(api: Api, page: Pag
         expect(row).to_contain_text(s["municipality"])
         expect(page.locator(f'#statements tr[data-statement="{s["statement_id"]}"]')).to_be_visible()  # all statements
     expect(page.locator("#deadletters tbody tr").first).to_be_visible()
+
+    # A quarterly accountability report over this pot, and its PDF.
+    page.select_option("#report-arrangements", [region.arrangement_id])
+    page.fill("#report-period", "2026-Q1")
+    page.click("#report-button")
+    expect(page.locator("#message")).to_contain_text("Rapport uitgebracht")
+    report = page.locator("#reports tr[data-report]", has_text=region.arrangement_id)
+    expect(report).to_have_count(1)
+    expect(report).to_contain_text("01-01-2026 t/m 31-03-2026")
+    with page.expect_download() as info:
+        report.locator('[data-report-download="pdf"]').click()
+    assert Path(info.value.path()).read_bytes().startswith(b"%PDF")
     _screenshot(page, tmp_path, "app-coordinator.png")
 
     # The same period again: the same statements, said so.

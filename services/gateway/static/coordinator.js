@@ -39,6 +39,7 @@ async function showPotsPanels() {
     $("close-arrangement").innerHTML = pots.map((p) => '<option value="' + esc(p.arrangement_id) + '">' +
       esc(p.arrangement_id) + " (" + esc(p.school_name || p.school_id) + ")</option>").join("");
     if (ids.includes(chosen)) $("close-arrangement").value = chosen;
+    $("report-arrangements").innerHTML = $("close-arrangement").innerHTML;
   }
 }
 
@@ -56,6 +57,47 @@ async function showDeadletters() {
     '</td><td><button class="link" type="button" data-retry="' + esc(d.id) + '">opnieuw proberen</button></td></tr>').join("") :
     '<tr><td colspan="6" class="empty">Geen open dead letters.</td></tr>';
 }
+
+const KIND_TEXT = {quarterly: "kwartaal", annual: "jaar", final: "eind"};
+
+async function showReports() {
+  const reports = (await json("/reports")).reports;
+  $("reports").tBodies[0].innerHTML = reports.length ? reports.map((r) => '<tr data-report="' + esc(r.report_id) +
+    '"><td><code>' + esc(r.report_id) + "</code></td><td>" + esc(KIND_TEXT[r.kind] || r.kind) + "</td><td>" +
+    esc(day(r.period_start)) + " t/m " + esc(day(r.period_end)) + "</td><td>" + esc(r.arrangement_ids.join(", ")) +
+    "</td><td>" + esc(day(r.issued_on)) + "</td><td>" +
+    '<button class="link" type="button" data-report-download="pdf" data-id="' + esc(r.report_id) + '">PDF</button>' +
+    '<button class="link" type="button" data-report-download="csv" data-id="' + esc(r.report_id) + '">CSV</button></td></tr>').join("") :
+    '<tr><td colspan="6" class="empty">Nog geen rapporten.</td></tr>';
+}
+
+async function issueReport(e) {
+  e.preventDefault();
+  const body = {kind: $("report-kind").value,
+                arrangement_ids: Array.from($("report-arrangements").selectedOptions).map((o) => o.value)};
+  const period = $("report-period").value.trim();
+  if (period) body.period = period;
+  $("report-button").disabled = true;
+  try {
+    const reply = await api("/reports", {method: "POST", headers: {"Content-Type": "application/json"},
+                                         body: JSON.stringify(body)});
+    const answer = await reply.json().catch(() => null);
+    if (!reply.ok) { notice("Het rapport kon niet worden uitgebracht: " + detail(reply.status, answer)); return; }
+    notice((reply.status === 201 ? "Rapport uitgebracht: " : "Dit rapport bestond al: ") + answer.report_id + ".", true);
+    await showReports();
+  } finally {
+    $("report-button").disabled = false;
+  }
+}
+
+document.addEventListener("click", (e) => {
+  const button = e.target.closest("[data-report-download]");
+  if (!button) return;
+  const format = button.dataset.reportDownload;
+  download("/reports/" + encodeURIComponent(button.dataset.id) + "?format=" + format, button.dataset.id + "." + format)
+    .then((name) => notice(name + " is gedownload.", true))
+    .catch((err) => notice("Downloaden lukte niet: " + err.message));
+});
 
 async function closePeriod(e) {
   e.preventDefault();
@@ -96,10 +138,11 @@ document.addEventListener("click", (e) => {
 
 async function refresh() {
   if (!token()) return;
-  await Promise.all([showPotsPanels(), showAllStatements(), showDeadletters()]).catch((err) => notice(err.message));
+  await Promise.all([showPotsPanels(), showAllStatements(), showDeadletters(), showReports()]).catch((err) => notice(err.message));
 }
 
 $("close").addEventListener("submit", closePeriod);
+$("report").addEventListener("submit", (e) => issueReport(e).catch((err) => notice(err.message)));
 $("refresh").addEventListener("click", refresh);
 $("logout").addEventListener("click", () => leave());  // after dashboard.js has forgotten the token
 $("login").addEventListener("submit", () => setTimeout(refresh, 0));
