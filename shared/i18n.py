@@ -109,10 +109,45 @@ class Translator:
                               locale=self.locale, group_separator=False)
 
 
+def _column_names(tr: Translator) -> dict[str, str]:
+    """Every document's CSV column names, spelled out once so Babel extracts them (context "csv column")."""
+    names = ("statement_id", "municipality", "period_start", "period_end", "kind", "description", "basis_unit",
+             "basis_value", "amount", "registration_id", "original_period_start", "original_period_end",
+             "absorbed_from", "non_participating", "funder", "pupils", "final_settlement_id", "arrangement_id",
+             "school_id", "version", "issued_on", "supersedes", "year", "hours", "delivered", "capped", "paid",
+             "balance")
+    translated = (
+        tr.pgettext("csv column", "statement_id"), tr.pgettext("csv column", "municipality"),
+        tr.pgettext("csv column", "period_start"), tr.pgettext("csv column", "period_end"),
+        tr.pgettext("csv column", "kind"), tr.pgettext("csv column", "description"),
+        tr.pgettext("csv column", "basis_unit"), tr.pgettext("csv column", "basis_value"),
+        tr.pgettext("csv column", "amount"), tr.pgettext("csv column", "registration_id"),
+        tr.pgettext("csv column", "original_period_start"), tr.pgettext("csv column", "original_period_end"),
+        tr.pgettext("csv column", "absorbed_from"), tr.pgettext("csv column", "non_participating"),
+        tr.pgettext("csv column", "funder"), tr.pgettext("csv column", "pupils"),
+        tr.pgettext("csv column", "final_settlement_id"), tr.pgettext("csv column", "arrangement_id"),
+        tr.pgettext("csv column", "school_id"), tr.pgettext("csv column", "version"),
+        tr.pgettext("csv column", "issued_on"), tr.pgettext("csv column", "supersedes"),
+        tr.pgettext("csv column", "year"), tr.pgettext("csv column", "hours"),
+        tr.pgettext("csv column", "delivered"), tr.pgettext("csv column", "capped"),
+        tr.pgettext("csv column", "paid"), tr.pgettext("csv column", "balance"),
+    )
+    return dict(zip(names, translated))
+
+
+def csv_header(fields: tuple[str, ...], lang: str | None = None) -> list[str]:
+    """A CSV header row in `lang`: each column's name (fields are the English names) translated."""
+    names = _column_names(translator(lang))
+    missing = [field for field in fields if field not in names]
+    if missing:
+        raise KeyError(f"CSV columns without a name in shared/i18n.py: {missing}")
+    return [names[field] for field in fields]
+
+
 @lru_cache(maxsize=None)
 def translator(lang: str | None = None) -> Translator:
     """The translator for a language; unknown or missing languages get Dutch."""
     return Translator(language(lang))
 
 
-__all__ = ["DEFAULT_LANGUAGE", "LANGUAGES", "Translator", "language", "negotiate", "translator"]
+__all__ = ["DEFAULT_LANGUAGE", "LANGUAGES", "Translator", "csv_header", "language", "negotiate", "translator"]

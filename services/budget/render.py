@@ -19,6 +19,7 @@ from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, Tabl
 
 from services.settlement.render import _BODY, _CONTENT_WIDTH, _HEADING, _RIGHT, _SMALL, _TITLE, _p
 from shared.i18n import Translator, translator
+from shared.i18n import csv_header as i18n_csv_header
 from shared.money import format_decimal
 
 CSV_FIELDS = (
@@ -35,22 +36,7 @@ def _hours(minutes: int, dutch: bool) -> str:
 
 def csv_header(lang: str | None = None) -> list[str]:
     """The CSV header row in `lang` (the columns are CSV_FIELDS, in that order)."""
-    tr = translator(lang)
-    names = {
-        "final_settlement_id": tr.pgettext("final settlement csv column", "final_settlement_id"),
-        "arrangement_id": tr.pgettext("final settlement csv column", "arrangement_id"),
-        "school_id": tr.pgettext("final settlement csv column", "school_id"),
-        "version": tr.pgettext("final settlement csv column", "version"),
-        "issued_on": tr.pgettext("final settlement csv column", "issued_on"),
-        "supersedes": tr.pgettext("final settlement csv column", "supersedes"),
-        "year": tr.pgettext("final settlement csv column", "year"),
-        "hours": tr.pgettext("final settlement csv column", "hours"),
-        "delivered": tr.pgettext("final settlement csv column", "delivered"),
-        "capped": tr.pgettext("final settlement csv column", "capped"),
-        "paid": tr.pgettext("final settlement csv column", "paid"),
-        "balance": tr.pgettext("final settlement csv column", "balance"),
-    }
-    return [names[field] for field in CSV_FIELDS]
+    return i18n_csv_header(CSV_FIELDS, lang)
 
 
 def final_settlement_csv(doc: Mapping[str, Any], dutch: bool = False, lang: str | None = None) -> str:

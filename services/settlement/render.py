@@ -20,6 +20,7 @@ from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, Tabl
 
 from services.settlement.describe import localise
 from shared.i18n import Translator, translator
+from shared.i18n import csv_header as i18n_csv_header
 from shared.money import format_decimal
 from shared.settlement_keys import KEYS
 
@@ -33,26 +34,7 @@ CSV_FIELDS = (
 
 def csv_header(lang: str | None = None) -> list[str]:
     """The CSV header row in `lang` (the columns are CSV_FIELDS, in that order)."""
-    tr = translator(lang)
-    names = {
-        "statement_id": tr.pgettext("statement csv column", "statement_id"),
-        "municipality": tr.pgettext("statement csv column", "municipality"),
-        "period_start": tr.pgettext("statement csv column", "period_start"),
-        "period_end": tr.pgettext("statement csv column", "period_end"),
-        "kind": tr.pgettext("statement csv column", "kind"),
-        "description": tr.pgettext("statement csv column", "description"),
-        "basis_unit": tr.pgettext("statement csv column", "basis_unit"),
-        "basis_value": tr.pgettext("statement csv column", "basis_value"),
-        "amount": tr.pgettext("statement csv column", "amount"),
-        "registration_id": tr.pgettext("statement csv column", "registration_id"),
-        "original_period_start": tr.pgettext("statement csv column", "original_period_start"),
-        "original_period_end": tr.pgettext("statement csv column", "original_period_end"),
-        "absorbed_from": tr.pgettext("statement csv column", "absorbed_from"),
-        "non_participating": tr.pgettext("statement csv column", "non_participating"),
-        "funder": tr.pgettext("statement csv column", "funder"),
-        "pupils": tr.pgettext("statement csv column", "pupils"),
-    }
-    return [names[field] for field in CSV_FIELDS]
+    return i18n_csv_header(CSV_FIELDS, lang)
 
 
 def kind_label(kind: str, tr: Translator) -> str:

@@ -31,8 +31,8 @@ def test_dutch_by_default_english_on_request_anything_else_dutch() -> None:
     for unknown in ("de", "fr-FR", "", "xx-yy", "english"):
         assert translator(unknown).lang == "nl" and translator(unknown)._("Total to pay") == "Totaal te betalen"
     assert [language(v) for v in ("EN", "en-GB", "en_US", "nl-BE", "NL")] == ["en", "en", "en", "nl", "nl"]
-    assert translator("nl").pgettext("statement csv column", "description") == "omschrijving"
-    assert translator("en").pgettext("statement csv column", "description") == "description"
+    assert translator("nl").pgettext("csv column", "description") == "omschrijving"
+    assert translator("en").pgettext("csv column", "description") == "description"
 
 
 @pytest.mark.parametrize(("lang", "accept", "expected"), [
