@@ -2,14 +2,13 @@
 new dependency). The document comes from `services.budget.report.report_document` and is the single source of
 every figure; these functions only lay it out. Pure: strings and bytes in memory.
 
-Language: Dutch by default, English with `lang="en"`. Every human text goes through `_()` below, with the English
-text as the message id and the Dutch in `_NL`: one place, shaped like gettext, so the project's i18n catalogue
-(shared/i18n.py, being added at the same time) can take these messages over by replacing `_`.
+Language: Dutch by default, English with `lang="en"`, through the project's gettext catalogue (shared/i18n.py:
+texts marked `tr._("...")` / `tr.pgettext(...)`, Dutch in shared/locale/nl/LC_MESSAGES/zorgpot.po); amounts and
+dates in the language's notation (`€ 1.234,56`, `29-11-2026`).
 """
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import io
 from typing import Any, Mapping, Sequence
 
@@ -22,72 +21,43 @@ from reportlab.lib.units import mm
 from reportlab.platypus import KeepTogether, PageBreak, SimpleDocTemplate, Spacer, Table, TableStyle
 
 from services.settlement.render import _BODY, _CONTENT_WIDTH, _HEADING, _RIGHT, _SMALL, _TITLE, _p
-from shared.money import format_decimal, format_euro, format_euro_nl
-
-LANGS = ("nl", "en")
-
-# -- every human text of the report, English message id -> Dutch ----------------------------------------------
-_NL = {
-    "Accountability report": "Verantwoordingsrapportage",
-    "quarterly": "kwartaalrapportage", "annual": "jaarrapportage", "final": "eindrapportage",
-    "Report": "Rapportage", "Period": "Periode", "Issue date": "Datum van uitgifte", "Arrangements": "Regelingen",
-    "Totals": "Totalen", "Arrangement": "Regeling", "School": "School", "Term": "Looptijd", "Cap": "Plafond",
-    "Registrations": "Registraties", "Hours": "Uren", "Spent": "Besteed", "Planned (installments)":
-    "Gepland (termijnen)", "Planned (capacity)": "Gepland (capaciteit)", "Paid": "Betaald",
-    "Individual equivalent": "Individueel equivalent", "Savings against individual decisions":
-    "Besparing t.o.v. individuele beschikkingen", "Pupils reached": "Bereikte leerlingen",
-    "Pupils with care on 3 or more days": "Leerlingen met zorg op 3 of meer dagen", "Care workers":
-    "Zorgmedewerkers", "Non-resident share (minutes)": "Aandeel niet-inwoners (minuten)",
-    "Non-resident share (pupils)": "Aandeel niet-inwoners (leerlingen)", "Per budget year": "Per begrotingsjaar",
-    "Budget year": "Begrotingsjaar", "Per group": "Per groep", "Group": "Groep", "Planned hours": "Geplande uren",
-    "Delivered hours": "Geleverde uren", "Delivery": "Levering", "Per task category": "Per taakcategorie",
-    "Task category": "Taakcategorie", "Per funding law": "Per financieringswet", "Funding law": "Financieringswet",
-    "Hours per week per group": "Uren per week per groep", "Spent against planned per budget year":
-    "Besteed tegenover gepland per begrotingsjaar", "Capacity gaps": "Capaciteitstekorten", "Week": "Week",
-    "Weeks in which a group received less than {ratio} of its planned hours:":
-    "Weken waarin een groep minder dan {ratio} van de geplande uren kreeg:",
-    "none": "geen", "hours": "uren", "euros": "euro", "unknown": "onbekend", "unspecified": "niet opgegeven", "to": "t/m",
-    "Amounts in euros, hours with two decimals. Every figure is reproducible from the registrations, the plan and "
-    "the payments; an issued report never changes. Spent is the exact cost rounded once over the running total, "
-    "so quarters add up to their year.":
-    "Bedragen in euro's, uren met twee decimalen. Elk cijfer is te herleiden tot de registraties, de planning en "
-    "de betalingen; een uitgegeven rapportage verandert nooit. Besteed is de exacte kostprijs, eenmaal afgerond "
-    "over het lopende totaal, zodat de kwartalen optellen tot hun jaar.",
-    # CSV headers
-    "report_id": "rapport_id", "arrangement_id": "regeling", "section": "onderdeel", "key": "sleutel",
-    "figure": "grootheid", "value": "waarde",
-}
+from shared.i18n import Translator, translator
+from shared.money import format_decimal
 
 
-def _(text: str, lang: str = "nl") -> str:
-    return _NL.get(text, text) if lang == "nl" else text
+def _kind(tr: Translator, kind: str) -> str:
+    return {"quarterly": tr.pgettext("report kind", "quarterly report"),
+            "annual": tr.pgettext("report kind", "annual report"),
+            "final": tr.pgettext("report kind", "final report")}.get(kind, kind)
 
 
-def _date(iso: str, lang: str) -> str:
-    day = dt.date.fromisoformat(iso)
-    return day.strftime("%d-%m-%Y") if lang == "nl" else iso
+def _euro(tr: Translator, cents: int | None) -> str:
+    return "-" if cents is None else tr.money(cents)
 
 
-def _euro(cents: int | None, lang: str) -> str:
-    if cents is None:
-        return "-"
-    return format_euro_nl(cents) if lang == "nl" else format_euro(cents)
+def _span(tr: Translator, start: str, end: str) -> str:
+    return tr._("{start} to {end}").format(start=tr.date(start), end=tr.date(end))
 
 
-def _hours(minutes: int, lang: str) -> str:
+def _hours(tr: Translator, minutes: int) -> str:
+    """Minutes as hours with two decimals (exact for whole quarter hours, else rounded half-up)."""
     hundredths = (minutes * 100 * 2 + 60) // (60 * 2)
-    return format_decimal(hundredths, decimal_comma=lang == "nl")
+    return format_decimal(hundredths, decimal_comma=tr.lang == "nl")
 
 
-def _share(value: float | None, lang: str) -> str:
+def _share(tr: Translator, value: float | None) -> str:
     if value is None:
         return "-"
     text = f"{value * 100:.1f} %"
-    return text.replace(".", ",") if lang == "nl" else text
+    return text.replace(".", ",") if tr.lang == "nl" else text
 
 
-def _group(name: str, lang: str) -> str:
-    return name or _("unknown", lang)
+def _group(tr: Translator, name: str) -> str:
+    return name or tr._("unknown")
+
+
+def _funding(tr: Translator, name: str) -> str:
+    return tr.pgettext("report funding", "unspecified") if name == "unspecified" else name
 
 
 # -- CSV ------------------------------------------------------------------------------------------------------
@@ -98,9 +68,19 @@ _SECTIONS = (("by_group", "group", "group_id"), ("by_week", "week", "week"),
              ("by_budget_year", "budget_year", "year"))
 
 
-def _csv_value(figure: str, value: Any, lang: str) -> tuple[str, str]:
+def csv_header(lang: str | None = None) -> list[str]:
+    tr = translator(lang)
+    names = {"report_id": tr.pgettext("report csv column", "report_id"),
+             "arrangement_id": tr.pgettext("report csv column", "arrangement_id"),
+             "section": tr.pgettext("report csv column", "section"),
+             "key": tr.pgettext("report csv column", "key"),
+             "figure": tr.pgettext("report csv column", "figure"),
+             "value": tr.pgettext("report csv column", "value")}
+    return [names[f] for f in CSV_FIELDS]
+
+
+def _csv_value(figure: str, value: Any, comma: bool) -> tuple[str, str]:
     """`x_cents` becomes `x_eur` in euros (decimal comma in Dutch); shares with 4 decimals."""
-    comma = lang == "nl"
     if value is None:
         return figure.removesuffix("_cents") + ("_eur" if figure.endswith("_cents") else ""), ""
     if figure.endswith("_cents"):
@@ -111,14 +91,16 @@ def _csv_value(figure: str, value: Any, lang: str) -> tuple[str, str]:
     return figure, str(value)
 
 
-def report_csv(doc: Mapping[str, Any], lang: str = "nl") -> str:
+def report_csv(doc: Mapping[str, Any], lang: str | None = None) -> str:
     """One figure a row (long format): report_id, arrangement_id ("" for the totals), section (`arrangement`,
     `group`, `week`, `task_category`, `funding`, `budget_year`, `capacity_gap`, `totals`), key (the group id, week,
-    ...), figure (the JSON field, `_cents` as `_eur` in euros) and value. Dutch: Dutch headers, ';' and decimal
-    comma; English: the JSON names, ',' and decimal point."""
+    ...), figure (the JSON field, `_cents` as `_eur` in euros) and value. Dutch (default): Dutch headers, ';' and
+    decimal comma; English: English headers, ',' and decimal point. Cells are codes and figures."""
+    tr = translator(lang)
+    comma = tr.lang == "nl"
     out = io.StringIO()
-    writer = csv.writer(out, delimiter=";" if lang == "nl" else ",")
-    writer.writerow([_(h, lang) for h in CSV_FIELDS])
+    writer = csv.writer(out, delimiter=";" if comma else ",")
+    writer.writerow(csv_header(tr.lang))
     rid = doc["report_id"]
 
     def rows(arrangement_id: str, section: str, key: str, figures: Mapping[str, Any]) -> None:
@@ -128,7 +110,7 @@ def report_csv(doc: Mapping[str, Any], lang: str = "nl") -> str:
                     for group, minutes in value.items():
                         writer.writerow([rid, arrangement_id, section, key, f"minutes_group_{group}", minutes])
                 continue
-            writer.writerow([rid, arrangement_id, section, key, *_csv_value(figure, value, lang)])
+            writer.writerow([rid, arrangement_id, section, key, *_csv_value(figure, value, comma)])
 
     for section in doc["arrangements"]:
         aid = section["arrangement_id"]
@@ -188,22 +170,24 @@ def _chart(title: str, categories: Sequence[str], series: Sequence[tuple[str, Se
     return drawing
 
 
-def hours_per_week_chart(section: Mapping[str, Any], lang: str = "nl") -> Drawing:
+def hours_per_week_chart(section: Mapping[str, Any], lang: str | None = None) -> Drawing:
+    tr = translator(lang)
     weeks = section["by_week"]
     groups = sorted({g for w in weeks for g in w["minutes_by_group"]})
-    series = [(f"{_('Group', lang)} {_group(g, lang)}", [w["minutes_by_group"].get(g, 0) / 60 for w in weeks])
+    series = [(tr._("Group {group}").format(group=_group(tr, g)), [w["minutes_by_group"].get(g, 0) / 60 for w in weeks])
               for g in groups]
-    return _chart(f'{_("Hours per week per group", lang)} ({_("hours", lang)})', [w["week"][5:] for w in weeks],
-                  series, stacked=True, label_every=max(1, len(weeks) // 26), thousands="." if lang == "nl" else ",")
+    return _chart(tr._("Hours per week per group (hours)"), [w["week"][5:] for w in weeks], series, stacked=True,
+                  label_every=max(1, len(weeks) // 26), thousands="." if tr.lang == "nl" else ",")
 
 
-def spent_planned_chart(section: Mapping[str, Any], lang: str = "nl") -> Drawing:
+def spent_planned_chart(section: Mapping[str, Any], lang: str | None = None) -> Drawing:
+    tr = translator(lang)
     years = section["by_budget_year"]
-    series = [(_(name, lang), [r[field] / 100 for r in years]) for name, field in (
-        ("Planned (installments)", "planned_cents"), ("Planned (capacity)", "planned_capacity_cents"),
-        ("Spent", "spent_cents"), ("Paid", "paid_cents"))]
-    return _chart(f'{_("Spent against planned per budget year", lang)} ({_("euros", lang)})',
-                  [str(r["year"]) for r in years], series, thousands="." if lang == "nl" else ",")
+    series = [(name, [r[field] / 100 for r in years]) for name, field in (
+        (tr._("Planned (installments)"), "planned_cents"), (tr._("Planned (capacity)"), "planned_capacity_cents"),
+        (tr._("Spent"), "spent_cents"), (tr._("Paid"), "paid_cents"))]
+    return _chart(tr._("Spent against planned per budget year (euros)"), [str(r["year"]) for r in years], series,
+                  thousands="." if tr.lang == "nl" else ",")
 
 
 _TABLE_STYLE = TableStyle([
@@ -229,106 +213,102 @@ def _pairs(pairs: Sequence[tuple[str, str]]) -> Table:
     return table
 
 
-def _key_figures(s: Mapping[str, Any], lang: str) -> list[tuple[str, str]]:
-    t = lambda text: _(text, lang)  # noqa: E731
-    rows = [(t("Registrations"), str(s["registrations"])), (t("Hours"), _hours(s["minutes"], lang)),
-            (t("Spent"), _euro(s["spent_cents"], lang)), (t("Planned (installments)"), _euro(s["planned_cents"], lang)),
-            (t("Planned (capacity)"), _euro(s["planned_capacity_cents"], lang)), (t("Paid"), _euro(s["paid_cents"], lang))]
+def _key_figures(tr: Translator, s: Mapping[str, Any]) -> list[tuple[str, str]]:
+    rows = [(tr._("Registrations"), str(s["registrations"])), (tr._("Hours"), _hours(tr, s["minutes"])),
+            (tr._("Spent"), _euro(tr, s["spent_cents"])),
+            (tr._("Planned (installments)"), _euro(tr, s["planned_cents"])),
+            (tr._("Planned (capacity)"), _euro(tr, s["planned_capacity_cents"])),
+            (tr._("Paid"), _euro(tr, s["paid_cents"]))]
     if s.get("individual_equivalent_cents") is not None:
-        rows += [(t("Individual equivalent"), _euro(s["individual_equivalent_cents"], lang)),
-                 (t("Savings against individual decisions"), _euro(s["savings_cents"], lang))]
+        rows += [(tr._("Individual equivalent"), _euro(tr, s["individual_equivalent_cents"])),
+                 (tr._("Savings against individual decisions"), _euro(tr, s["savings_cents"]))]
     return rows
 
 
-def _section_story(s: Mapping[str, Any], lang: str) -> list[Any]:
-    t = lambda text: _(text, lang)  # noqa: E731
+def _section_story(tr: Translator, s: Mapping[str, Any]) -> list[Any]:
     school = f"{s['school_name']} ({s['school_id']})" if s.get("school_name") else s["school_id"]
+    savings = bool(s["individual_rate_cents"])
     story: list[Any] = [
-        _p(f"{t('Arrangement')} {s['arrangement_id']}", _HEADING),
-        _pairs([(t("School"), school),
-                (t("Term"), f"{_date(s['start'], lang)} {t('to')} {_date(s['end'], lang)}"),
-                (t("Period"), f"{_date(s['from'], lang)} {t('to')} {_date(s['until'], lang)}"),
-                (t("Cap"), _euro(s["cap_cents"], lang))]
-               + _key_figures(s, lang)
-               + [(t("Pupils reached"), str(s["pupils_reached"])),
-                  (t("Pupils with care on 3 or more days"), str(s["pupils_3_or_more_days"])),
-                  (t("Care workers"), str(s["care_workers"])),
-                  (t("Non-resident share (minutes)"), _share(s["non_resident_share"], lang)),
-                  (t("Non-resident share (pupils)"), _share(s["non_resident_pupil_share"], lang))]),
+        _p(tr._("Arrangement {id}").format(id=s["arrangement_id"]), _HEADING),
+        _pairs([(tr._("School"), school), (tr._("Term"), _span(tr, s["start"], s["end"])),
+                (tr._("Period"), _span(tr, s["from"], s["until"])), (tr._("Cap"), _euro(tr, s["cap_cents"]))]
+               + _key_figures(tr, s)
+               + [(tr._("Pupils reached"), str(s["pupils_reached"])),
+                  (tr._("Pupils with care on 3 or more days"), str(s["pupils_3_or_more_days"])),
+                  (tr._("Care workers"), str(s["care_workers"])),
+                  (tr._("Non-resident share (minutes)"), _share(tr, s["non_resident_share"])),
+                  (tr._("Non-resident share (pupils)"), _share(tr, s["non_resident_pupil_share"]))]),
         Spacer(1, 3 * mm),
-        KeepTogether([hours_per_week_chart(s, lang)]),
+        KeepTogether([hours_per_week_chart(s, tr.lang)]),
         Spacer(1, 2 * mm),
-        KeepTogether([spent_planned_chart(s, lang)]),
+        KeepTogether([spent_planned_chart(s, tr.lang)]),
         Spacer(1, 3 * mm),
-        _p(t("Per budget year"), _HEADING),
-        _table([t("Budget year"), t("Planned (installments)"), t("Planned (capacity)"), t("Spent"), t("Paid"),
-                t("Hours")] + ([t("Savings against individual decisions")] if s["individual_rate_cents"] else []),
-               [[str(r["year"]), _euro(r["planned_cents"], lang), _euro(r["planned_capacity_cents"], lang),
-                 _euro(r["spent_cents"], lang), _euro(r["paid_cents"], lang), _hours(r["minutes"], lang)]
-                + ([_euro(r.get("savings_cents"), lang)] if s["individual_rate_cents"] else [])
+        _p(tr._("Per budget year"), _HEADING),
+        _table([tr._("Budget year"), tr._("Planned (installments)"), tr._("Planned (capacity)"), tr._("Spent"),
+                tr._("Paid"), tr._("Hours")] + ([tr._("Savings against individual decisions")] if savings else []),
+               [[str(r["year"]), _euro(tr, r["planned_cents"]), _euro(tr, r["planned_capacity_cents"]),
+                 _euro(tr, r["spent_cents"]), _euro(tr, r["paid_cents"]), _hours(tr, r["minutes"])]
+                + ([_euro(tr, r.get("savings_cents"))] if savings else [])
                 for r in s["by_budget_year"]], first_width=24 * mm),
         Spacer(1, 3 * mm),
-        _p(t("Per group"), _HEADING),
-        _table([t("Group"), t("Planned hours"), t("Delivered hours"), t("Delivery"), t("Spent"), t("Care workers")],
-               [[_group(g["group_id"], lang), _hours(g["planned_minutes"], lang), _hours(g["minutes"], lang),
-                 _share(g["delivery_ratio"], lang), _euro(g["spent_cents"], lang), str(g["care_workers"])]
+        _p(tr._("Per group"), _HEADING),
+        _table([tr._("Group"), tr._("Planned hours"), tr._("Delivered hours"), tr._("Delivery"), tr._("Spent"),
+                tr._("Care workers")],
+               [[_group(tr, g["group_id"]), _hours(tr, g["planned_minutes"]), _hours(tr, g["minutes"]),
+                 _share(tr, g["delivery_ratio"]), _euro(tr, g["spent_cents"]), str(g["care_workers"])]
                 for g in s["by_group"]]),
         Spacer(1, 3 * mm),
-        _p(t("Per task category"), _HEADING),
-        _table([t("Task category"), t("Hours"), t("Spent")],
-               [[str(r["task_category"]), _hours(r["minutes"], lang), _euro(r["spent_cents"], lang)]
-                for r in s["by_task_category"]] or [[t("none"), "", ""]]),
+        _p(tr._("Per task category"), _HEADING),
+        _table([tr._("Task category"), tr._("Hours"), tr._("Spent")],
+               [[str(r["task_category"]), _hours(tr, r["minutes"]), _euro(tr, r["spent_cents"])]
+                for r in s["by_task_category"]] or [[tr._("none"), "", ""]]),
         Spacer(1, 3 * mm),
-        _p(t("Per funding law"), _HEADING),
-        _table([t("Funding law"), t("Hours"), t("Spent")],
-               [[t(r["funding"]), _hours(r["minutes"], lang), _euro(r["spent_cents"], lang)]
-                for r in s["by_funding"]] or [[t("none"), "", ""]]),
+        _p(tr._("Per funding law"), _HEADING),
+        _table([tr._("Funding law"), tr._("Hours"), tr._("Spent")],
+               [[_funding(tr, r["funding"]), _hours(tr, r["minutes"]), _euro(tr, r["spent_cents"])]
+                for r in s["by_funding"]] or [[tr._("none"), "", ""]]),
         Spacer(1, 3 * mm),
-        _p(t("Capacity gaps"), _HEADING),
-        _p(t("Weeks in which a group received less than {ratio} of its planned hours:").format(
-            ratio=_share(s["capacity_alert_ratio"], lang)), _SMALL),
+        _p(tr._("Capacity gaps"), _HEADING),
+        _p(tr._("Weeks in which a group received less than {ratio} of its planned hours:").format(
+            ratio=_share(tr, s["capacity_alert_ratio"])), _SMALL),
     ]
     gaps = s["capacity_gaps"]
-    story.append(_table([t("Group"), t("Week"), t("Planned hours"), t("Delivered hours")],
-                        [[_group(g["group_id"], lang), g["week"], _hours(g["planned_minutes"], lang),
-                          _hours(g["delivered_minutes"], lang)] for g in gaps])
-                 if gaps else _p(t("none"), _SMALL))
+    story.append(_table([tr._("Group"), tr._("Week"), tr._("Planned hours"), tr._("Delivered hours")],
+                        [[_group(tr, g["group_id"]), g["week"], _hours(tr, g["planned_minutes"]),
+                          _hours(tr, g["delivered_minutes"])] for g in gaps])
+                 if gaps else _p(tr._("none"), _SMALL))
     return story
 
 
-def _story(doc: Mapping[str, Any], region_name: str, lang: str) -> list[Any]:
-    t = lambda text: _(text, lang)  # noqa: E731
+def _story(tr: Translator, doc: Mapping[str, Any], region_name: str) -> list[Any]:
     totals = doc["totals"]
     story: list[Any] = [
         _p(region_name, _TITLE),
-        _p(f"{t('Accountability report')}: {t(doc['kind'])} {doc['period']}", _HEADING),
+        _p(tr._("Accountability report: {kind} {period}").format(kind=_kind(tr, doc["kind"]), period=doc["period"]),
+           _HEADING),
         Spacer(1, 3 * mm),
-        _pairs([(t("Report"), doc["report_id"]),
-                (t("Period"), f"{_date(doc['period_start'], lang)} {t('to')} {_date(doc['period_end'], lang)}"),
-                (t("Issue date"), _date(doc["issued_on"], lang)),
-                (t("Arrangements"), ", ".join(doc["arrangement_ids"]))]),
+        _pairs([(tr._("Report"), doc["report_id"]), (tr._("Period"), _span(tr, doc["period_start"], doc["period_end"])),
+                (tr._("Issue date"), tr.date(doc["issued_on"])),
+                (tr._("Arrangements"), ", ".join(doc["arrangement_ids"]))]),
         Spacer(1, 3 * mm),
-        _p(t("Totals"), _HEADING),
-        _pairs(_key_figures(totals, lang) + [(t("Pupils reached"), str(totals["pupils_reached"]))]),
+        _p(tr._("Totals"), _HEADING),
+        _pairs(_key_figures(tr, totals) + [(tr._("Pupils reached"), str(totals["pupils_reached"]))]),
         Spacer(1, 3 * mm),
-        _p(t("Amounts in euros, hours with two decimals. Every figure is reproducible from the registrations, the "
-             "plan and the payments; an issued report never changes. Spent is the exact cost rounded once over the "
-             "running total, so quarters add up to their year."), _SMALL),
+        _p(tr._("Amounts in euros, hours with two decimals. Every figure is reproducible from the registrations, the "
+                "plan and the payments; an issued report never changes. Spent is the exact cost rounded once over "
+                "the running total, so quarters add up to their year."), _SMALL),
     ]
     for section in doc["arrangements"]:
-        story += [PageBreak(), *_section_story(section, lang)]
+        story += [PageBreak(), *_section_story(tr, section)]
     return story
 
 
-def report_pdf(doc: Mapping[str, Any], region_name: str, lang: str = "nl") -> bytes:
+def report_pdf(doc: Mapping[str, Any], region_name: str, lang: str | None = None) -> bytes:
     """A4: a cover page with the totals, then per arrangement its figures, the two charts and the tables."""
+    tr = translator(lang)
     buffer = io.BytesIO()
+    title = tr._("Accountability report: {kind} {period}").format(kind=_kind(tr, doc["kind"]), period=doc["period"])
     pdf = SimpleDocTemplate(buffer, pagesize=A4, leftMargin=20 * mm, rightMargin=20 * mm, topMargin=18 * mm,
-                            bottomMargin=18 * mm, title=f"{_('Accountability report', lang)} {doc['report_id']}",
-                            author=region_name, subject=f"{_(doc['kind'], lang)} {doc['period']}")
-    pdf.build(_story(doc, region_name, lang))
+                            bottomMargin=18 * mm, title=title, author=region_name, subject=doc["report_id"])
+    pdf.build(_story(tr, doc, region_name))
     return buffer.getvalue()
-
-
-__all__ = ["CSV_FIELDS", "LANGS", "hours_per_week_chart", "report_csv", "report_pdf", "spent_planned_chart"]
-

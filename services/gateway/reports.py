@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.gateway.auth import Principal
 from services.gateway.deps import require_coordinator, service_get, service_post
+from services.gateway.language import document_language
 from services.gateway.service import current_registry_version
 from services.gateway.settlements import _passthrough as passthrough
 from shared.schemas import SlugId
@@ -88,11 +89,10 @@ async def list_reports(request: Request, _: Principal = Depends(require_coordina
             responses={200: {"content": {"application/json": {}, "text/csv": {}, "application/pdf": {}}}})
 async def get_report(request: Request, report_id: ReportIdPath,
                      format: Literal["json", "csv", "pdf"] = Query(default="json"),
-                     lang: Literal["nl", "en"] = Query(default="nl", description="csv and pdf: Dutch (default: "
-                                                       "';' and decimal comma in the CSV) or English"),
-                     _: Principal = Depends(require_coordinator)):
+                     _: Principal = Depends(require_coordinator), lang: str = Depends(document_language)):
     """One report as JSON, CSV (`?format=csv`, one figure a row) or PDF (with charts: hours per week per group,
-    spent against planned per budget year)."""
+    spent against planned per budget year); the CSV and PDF in Dutch by default (the CSV with ';' and decimal
+    comma), English with `?lang=en` or `Accept-Language: en`."""
     params = None if format == "json" else {"format": format, "lang": lang}
     reply = await service_get(request, "budget", f"/internal/reports/{report_id}", params=params)
     if reply.status_code == 404:
@@ -103,4 +103,4 @@ async def get_report(request: Request, report_id: ReportIdPath,
     filename = report_id + (".csv" if format == "csv" else ".pdf")
     media = "text/csv; charset=utf-8" if format == "csv" else "application/pdf"
     return Response(reply.content, media_type=media,
-                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"', "Content-Language": lang})

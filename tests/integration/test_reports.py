@@ -79,6 +79,8 @@ def test_quarterly_report_repeat_downloads_and_who(api: Api) -> None:
     rows = {(r["regeling"], r["onderdeel"], r["sleutel"], r["grootheid"]): r["waarde"]
             for r in csv.DictReader(io.StringIO(got.text), delimiter=";")}
     assert rows[(arr, "arrangement", "", "spent_eur")] == "780,00"
+    english = api.get(f"/reports/{doc['report_id']}", params={"format": "csv", "lang": "en"})
+    assert english.headers["content-language"] == "en" and english.text.startswith("report_id,arrangement_id,")
 
     # Bad input names the field; a period not ended yet is 409; an unknown arrangement 404.
     outside = api.post("/reports", json={"kind": "quarterly", "arrangement_ids": [arr], "period": "2025-Q1"})

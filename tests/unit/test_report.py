@@ -206,7 +206,7 @@ def test_pdf_dutch_text_and_charts() -> None:
     assert _coloured_pixels(pdf, 0) == 0
     assert _coloured_pixels(pdf, 1) > 500
     english = PdfReader(io.BytesIO(report_pdf(doc, "Region", lang="en"))).pages[1].extract_text()
-    assert "Hours per week per group" in english and "EUR 1,440.00" in english
+    assert "Hours per week per group (hours)" in english and "€1,440.00" in english
 
 
 async def test_service_stores_once_and_replay_refuses(tmp_path: Path) -> None:
