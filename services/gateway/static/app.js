@@ -59,6 +59,20 @@ function notice(message, good) {
   $("message").className = "notice" + (good ? " good" : "");
 }
 
+// A download button: <button data-path="/statements/ID?format=pdf" data-name="fallback file name">.
+function downloadButton(kind, format, path, name) {
+  return '<button class="link" type="button" ' + kind + '="' + format + '" data-path="' + esc(path) + '" data-name="' +
+    esc(name) + '">' + format.toUpperCase() + "</button>";
+}
+
+document.addEventListener("click", (e) => {
+  const button = e.target.closest("[data-path]");
+  if (!button) return;
+  download(button.dataset.path, button.dataset.name)
+    .then((name) => notice(name + " is gedownload.", true))
+    .catch((err) => notice("Downloaden lukte niet: " + err.message));
+});
+
 function chip(status, text) { return '<span class="chip ' + esc(status) + '">' + esc(text || status) + "</span>"; }
 
 function potRow(pot) {

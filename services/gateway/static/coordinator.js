@@ -66,9 +66,26 @@ async function showReports() {
     '"><td><code>' + esc(r.report_id) + "</code></td><td>" + esc(KIND_TEXT[r.kind] || r.kind) + "</td><td>" +
     esc(day(r.period_start)) + " t/m " + esc(day(r.period_end)) + "</td><td>" + esc(r.arrangement_ids.join(", ")) +
     "</td><td>" + esc(day(r.issued_on)) + "</td><td>" +
-    '<button class="link" type="button" data-report-download="pdf" data-id="' + esc(r.report_id) + '">PDF</button>' +
-    '<button class="link" type="button" data-report-download="csv" data-id="' + esc(r.report_id) + '">CSV</button></td></tr>').join("") :
+    ["pdf", "csv"].map((f) => downloadButton("data-report-download", f, "/reports/" + encodeURIComponent(r.report_id) +
+      "?format=" + f, r.report_id + "." + f)).join("") + "</td></tr>").join("") :
     '<tr><td colspan="6" class="empty">Nog geen rapporten.</td></tr>';
+}
+
+// POST `body` as JSON with the button disabled meanwhile: {reply, answer}, or {} after a refusal said on the page.
+async function submit(buttonId, path, body, failed) {
+  $(buttonId).disabled = true;
+  try {
+    const reply = await api(path, {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
+    const answer = await reply.json().catch(() => null);
+    if (reply.ok) return {reply, answer};
+    notice(failed + detail(reply.status, answer));
+    return {};
+  } catch (err) {
+    notice(failed + err.message);
+    return {};
+  } finally {
+    $(buttonId).disabled = false;
+  }
 }
 
 async function issueReport(e) {
@@ -77,54 +94,28 @@ async function issueReport(e) {
                 arrangement_ids: Array.from($("report-arrangements").selectedOptions).map((o) => o.value)};
   const period = $("report-period").value.trim();
   if (period) body.period = period;
-  $("report-button").disabled = true;
-  try {
-    const reply = await api("/reports", {method: "POST", headers: {"Content-Type": "application/json"},
-                                         body: JSON.stringify(body)});
-    const answer = await reply.json().catch(() => null);
-    if (!reply.ok) { notice("Het rapport kon niet worden uitgebracht: " + detail(reply.status, answer)); return; }
-    notice((reply.status === 201 ? "Rapport uitgebracht: " : "Dit rapport bestond al: ") + answer.report_id + ".", true);
-    await showReports();
-  } finally {
-    $("report-button").disabled = false;
-  }
+  const {reply, answer} = await submit("report-button", "/reports", body, "Het rapport kon niet worden uitgebracht: ");
+  if (!reply) return;
+  notice((reply.status === 201 ? "Rapport uitgebracht: " : "Dit rapport bestond al: ") + answer.report_id + ".", true);
+  await showReports();
 }
-
-document.addEventListener("click", (e) => {
-  const button = e.target.closest("[data-report-download]");
-  if (!button) return;
-  const format = button.dataset.reportDownload;
-  download("/reports/" + encodeURIComponent(button.dataset.id) + "?format=" + format, button.dataset.id + "." + format)
-    .then((name) => notice(name + " is gedownload.", true))
-    .catch((err) => notice("Downloaden lukte niet: " + err.message));
-});
 
 async function closePeriod(e) {
   e.preventDefault();
   const body = {arrangement_id: $("close-arrangement").value, period_start: $("close-start").value,
                 period_end: $("close-end").value};
-  $("close-button").disabled = true;
-  try {
-    const reply = await api("/settlements/close", {method: "POST", headers: {"Content-Type": "application/json"},
-                                                   body: JSON.stringify(body)});
-    const answer = await reply.json().catch(() => null);
-    if (!reply.ok) { notice("Afsluiten lukte niet: " + detail(reply.status, answer)); return; }
-    const statements = answer.statements || [];
-    $("closed").hidden = false;
-    $("closed-statements").tBodies[0].innerHTML = statements.length ? statements.map((s) =>
-      '<tr data-statement="' + esc(s.statement_id) + '"><td><code>' + esc(s.statement_id) + "</code></td><td>" +
-      esc(s.funder || s.municipality) + '</td><td class="num">' + euro(s.total_cents) + "</td><td>" +
-      '<button class="link" type="button" data-download="pdf" data-id="' + esc(s.statement_id) + '">PDF</button>' +
-      '<button class="link" type="button" data-download="csv" data-id="' + esc(s.statement_id) + '">CSV</button></td></tr>').join("") :
-      '<tr><td colspan="4" class="empty">Geen afrekeningen: er was geen zorg in deze periode.</td></tr>';
-    notice((reply.status === 201 ? "Periode afgesloten: " : "Deze periode was al afgesloten: ") + statements.length +
-           " afrekeningen.", true);
-    await showAllStatements();
-  } catch (err) {
-    notice("Afsluiten lukte niet: " + err.message);
-  } finally {
-    $("close-button").disabled = false;
-  }
+  const {reply, answer} = await submit("close-button", "/settlements/close", body, "Afsluiten lukte niet: ");
+  if (!reply) return;
+  const statements = answer.statements || [];
+  $("closed").hidden = false;
+  $("closed-statements").tBodies[0].innerHTML = statements.length ? statements.map((s) =>
+    '<tr data-statement="' + esc(s.statement_id) + '"><td><code>' + esc(s.statement_id) + "</code></td><td>" +
+    esc(s.funder || s.municipality) + '</td><td class="num">' + euro(s.total_cents) + "</td><td>" +
+    statementDownloads(s.statement_id) + "</td></tr>").join("") :
+    '<tr><td colspan="4" class="empty">Geen afrekeningen: er was geen zorg in deze periode.</td></tr>';
+  notice((reply.status === 201 ? "Periode afgesloten: " : "Deze periode was al afgesloten: ") + statements.length +
+         " afrekeningen.", true);
+  await showAllStatements();
 }
 
 document.addEventListener("click", (e) => {
@@ -141,7 +132,7 @@ async function refresh() {
   await Promise.all([showPotsPanels(), showAllStatements(), showDeadletters(), showReports()]).catch((err) => notice(err.message));
 }
 
-$("close").addEventListener("submit", closePeriod);
+$("close").addEventListener("submit", (e) => closePeriod(e).catch((err) => notice(err.message)));
 $("report").addEventListener("submit", (e) => issueReport(e).catch((err) => notice(err.message)));
 $("refresh").addEventListener("click", refresh);
 $("logout").addEventListener("click", () => leave());  // after dashboard.js has forgotten the token

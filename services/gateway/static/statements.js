@@ -21,8 +21,14 @@ function statementRow(s, delivery, hidden) {
     '<div class="meta">' + esc(s.funder || s.municipality) + "</div></td><td>" + esc(s.arrangement_id) + "</td><td>" +
     esc(day(s.period_start)) + " t/m " + esc(day(s.period_end)) + '</td><td class="num">' + euro(s.total_cents) +
     "</td><td>" + esc(when(s.issued_at)) + "</td><td>" + deliveryCell(delivery, hidden) + "</td><td>" +
-    '<button class="link" type="button" data-download="pdf" data-id="' + esc(s.statement_id) + '">PDF</button>' +
-    '<button class="link" type="button" data-download="csv" data-id="' + esc(s.statement_id) + '">CSV</button></td></tr>';
+    statementDownloads(s.statement_id) + "</td></tr>";
+}
+
+// PDF letter and CSV (';' and decimal comma, for Excel) of one statement.
+function statementDownloads(id) {
+  const path = "/statements/" + encodeURIComponent(id), name = id.replace(/:/g, "_");
+  return downloadButton("data-download", "pdf", path + "?format=pdf", name + ".pdf") +
+    downloadButton("data-download", "csv", path + "?format=csv&dutch=1", name + ".csv");
 }
 
 // The table body for `statements`; deliveries by statement id when the caller has them (the coordinator),
@@ -40,17 +46,6 @@ async function statementRows(statements, deliveries) {
   }
   return statements.slice().reverse().map((s) => statementRow(s, deliveries.get(s.statement_id), hidden)).join("");
 }
-
-// Clicks on PDF/CSV in any statements table.
-document.addEventListener("click", (e) => {
-  const button = e.target.closest("[data-download]");
-  if (!button) return;
-  const id = button.dataset.id, format = button.dataset.download;
-  const query = format === "csv" ? "?format=csv&dutch=1" : "?format=pdf";
-  download("/statements/" + encodeURIComponent(id) + query, id.replace(/:/g, "_") + "." + format)
-    .then((name) => notice(name + " is gedownload.", true))
-    .catch((err) => notice("Downloaden lukte niet: " + err.message));
-});
 
 async function showStatements() {
   try {
