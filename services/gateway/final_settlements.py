@@ -70,7 +70,13 @@ async def issue_final_settlement(request: Request, arrangement_id: IdPath,
         version = await current_registry_version(conn)
     payload = {"arrangement_id": arrangement_id, "supersedes": body.supersedes if body else None,
                "registry_version": version}
-    reply = await service_post(request, "budget", "/internal/final-settlements", payload)
+    return await issue_in_budget(request, "/internal/final-settlements", payload)
+
+
+async def issue_in_budget(request: Request, path: str, payload: dict[str, Any]) -> JSONResponse:
+    """POST a document request to the budget service: its reply (201 issued, 200 issued before) as it is, its
+    field errors as FastAPI's 422 shape (`loc: ["body", field]`), any other error as the same HTTP error."""
+    reply = await service_post(request, "budget", path, payload)
     if reply.status_code == 422:
         detail = reply.json().get("detail")
         if isinstance(detail, list):

@@ -17,11 +17,11 @@ import datetime as dt
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.gateway.auth import Principal
-from services.gateway.deps import require_coordinator, service_get, service_post
+from services.gateway.deps import require_coordinator, service_get
+from services.gateway.final_settlements import issue_in_budget
 from services.gateway.language import document_language
 from services.gateway.service import current_registry_version
 from services.gateway.settlements import _passthrough as passthrough
@@ -67,14 +67,7 @@ async def issue_report(request: Request, body: ReportRequest, _: Principal = Dep
     async with request.app.state.read_engine.connect() as conn:
         version = await current_registry_version(conn)
     payload = {**body.model_dump(mode="json", exclude_none=True), "registry_version": version}
-    reply = await service_post(request, "budget", "/internal/reports", payload)
-    if reply.status_code == 422:
-        detail = reply.json().get("detail")
-        if isinstance(detail, list):
-            detail = [{"loc": ["body", d["field"]], **d, "type": "value_error"} for d in detail]
-        raise HTTPException(422, detail)
-    _passthrough(reply)
-    return JSONResponse(reply.json(), status_code=reply.status_code)
+    return await issue_in_budget(request, "/internal/reports", payload)
 
 
 @router.get("/reports")
