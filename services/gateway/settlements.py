@@ -192,9 +192,10 @@ async def get_statement(request: Request, statement_id: StatementIdPath,
     header row and the PDF (figures are the same in every language; `Content-Language` says which)."""
     statement = await _readable_statement(request, statement_id, principal, lang)
     if format == "json":
-        if principal.is_coordinator:
-            found = await delivery_status(request.app.state.read_engine, [statement_id])
-            statement["delivery"] = found[0] if found else None
+        # The coordinator and the statement's own funder (a municipality's webhook delivery: design.md section 12)
+        # see how its delivery went; a funder other than a municipality has no webhook, so none.
+        found = await delivery_status(request.app.state.read_engine, [statement_id])
+        statement["delivery"] = found[0] if found else None
         return JSONResponse(statement, headers={"Content-Language": lang})
     params = {"format": format, "lang": lang}
     if format == "csv" and (dutch or decimal == "comma"):

@@ -8,9 +8,10 @@ const DELIVERY_TEXT = {delivered: "afgeleverd", pending: "wacht", retrying: "opn
 const when = (iso) => iso ? new Date(iso).toLocaleString("nl-NL", {dateStyle: "short", timeStyle: "short"}) : "";
 const day = (iso) => iso ? iso.split("-").reverse().join("-") : "";
 
-// Without `d`: the API does not show this caller the delivery (`missing` true), or has not recorded it yet.
+// Without `d`: no delivery for this statement (a funder other than a municipality has no webhook), or the
+// coordinator's list has not recorded it yet.
 function deliveryCell(d, hidden) {
-  if (!d) return '<span class="meta">' + (hidden ? "niet zichtbaar" : "nog niet geregistreerd") + "</span>";
+  if (!d) return '<span class="meta">' + (hidden ? "geen webhook" : "nog niet geregistreerd") + "</span>";
   return chip(d.status, DELIVERY_TEXT[d.status]) + (d.attempts ? ' <span class="meta">' + d.attempts + " pogingen" +
     (d.last_error ? ": " + esc(d.last_error) : "") + "</span>" : "") +
     (d.delivered_at ? ' <span class="meta">' + esc(when(d.delivered_at)) + "</span>" : "");
