@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import gettext
 import io
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
@@ -144,10 +145,28 @@ def csv_header(fields: tuple[str, ...], lang: str | None = None) -> list[str]:
     return [names[field] for field in fields]
 
 
+# A page text in the gateway's static HTML (services/gateway/static/*.html): `{{English text}}`, whitespace
+# collapsed; the gateway puts in the translation (services/gateway/dashboard.py). The pages' scripts mark theirs
+# `_("English text")` and get the translations from the page (babel.cfg extracts both).
+PAGE_TEXT = re.compile(r"\{\{(.+?)\}\}", re.S)
+
+
+def page_text(raw: str) -> str:
+    return " ".join(raw.split())
+
+
+def extract_page(fileobj, keywords, comment_tags, options):  # noqa: ANN001, ANN201 (Babel's extractor signature)
+    """Babel extraction method for the pages' HTML (babel.cfg): every `{{...}}` text, without context."""
+    text = fileobj.read().decode("utf-8")
+    for match in PAGE_TEXT.finditer(text):
+        yield text.count("\n", 0, match.start()) + 1, "_", page_text(match.group(1)), []
+
+
 @lru_cache(maxsize=None)
 def translator(lang: str | None = None) -> Translator:
     """The translator for a language; unknown or missing languages get Dutch."""
     return Translator(language(lang))
 
 
-__all__ = ["DEFAULT_LANGUAGE", "LANGUAGES", "Translator", "csv_header", "language", "negotiate", "translator"]
+__all__ = ["DEFAULT_LANGUAGE", "LANGUAGES", "PAGE_TEXT", "Translator", "csv_header", "extract_page", "language",
+           "negotiate", "page_text", "translator"]

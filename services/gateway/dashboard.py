@@ -1,6 +1,13 @@
-"""Gateway routes: the web pages. `/dashboard` (the coordinator's live budget dashboard, English) and `/app`
-(a page per role, Dutch): plain HTML, CSS and JavaScript files in services/gateway/static/, no build step and
-nothing fetched from elsewhere (the machines have no internet).
+"""Gateway routes: the web pages. `/dashboard` (the coordinator's live budget dashboard) and `/app` (a page per
+role): plain HTML, CSS and JavaScript files in services/gateway/static/, no build step and nothing fetched from
+elsewhere (the machines have no internet).
+
+Language (design.md section 12): Dutch by default, English with `?lang=en` on the page's URL or the browser's
+`Accept-Language` (services/gateway/language.py). The texts are English in the static files, translated through
+the gettext catalogue (shared/i18n.py): the HTML's `{{English text}}` is replaced here, and the page carries the
+translations of its scripts' `_("English text")` as a JSON data block (`<script type="application/json"
+id="messages">`, data, not script, so the Content-Security-Policy stays as it is) that i18n.js reads. The
+scripts keep `?lang=` when they move between pages and pass the page's language to downloads (`&lang=`).
 
 The pages hold no data. `/app` asks for a token, keeps it in sessionStorage (gone when the tab closes), finds
 out what the token may do by asking the JSON API with it and opens the page of its role:
@@ -18,10 +25,18 @@ scripts of this directory; the pages call only this origin.
 """
 from __future__ import annotations
 
+import html
+import io
+import json
+from functools import lru_cache
 from pathlib import Path
 
-from fastapi import APIRouter, HTTPException
-from fastapi.responses import FileResponse
+from babel.messages.extract import extract
+from fastapi import APIRouter, Depends, HTTPException
+from fastapi.responses import FileResponse, Response
+
+from services.gateway.language import document_language
+from shared.i18n import PAGE_TEXT, page_text, translator
 
 router = APIRouter(include_in_schema=False)
 
@@ -47,14 +62,43 @@ def _file(name: str) -> FileResponse:
     return FileResponse(path, media_type=MEDIA[path.suffix], headers=HEADERS)
 
 
+@lru_cache(maxsize=None)
+def _script_messages(lang: str) -> str:
+    """The scripts' texts (`_("...")` in static/*.js) and their translations, as JSON for the page."""
+    if lang == "en":  # the source language: i18n.js shows the text as written
+        return "{}"
+    tr = translator(lang)
+    texts: set[str] = set()
+    for path in sorted(STATIC.glob("*.js")):
+        texts.update(message for _, message, _, _ in extract("javascript", io.BytesIO(path.read_bytes()),
+                                                             keywords={"_": None}) if isinstance(message, str))
+    # "<" escaped: the block must not be able to end its <script> element.
+    return json.dumps({text: tr._(text) for text in sorted(texts)}, ensure_ascii=False).replace("<", "\\u003c")
+
+
+@lru_cache(maxsize=None)
+def _render(name: str, lang: str) -> bytes:
+    tr = translator(lang)
+    text = (STATIC / name).read_text(encoding="utf-8")
+    text = PAGE_TEXT.sub(lambda m: html.escape(tr._(page_text(m.group(1))), quote=True), text)
+    text = text.replace('<html lang="en">', f'<html lang="{lang}">', 1)
+    block = f'<script type="application/json" id="messages">{_script_messages(lang)}</script>\n'
+    return text.replace("<script src=", block + "<script src=", 1).encode("utf-8")
+
+
+def _page(name: str, lang: str) -> Response:
+    return Response(_render(name, lang), media_type=MEDIA[".html"],
+                    headers={**HEADERS, "Content-Language": lang, "Vary": "Accept-Language"})
+
+
 @router.get("/dashboard")
-async def dashboard() -> FileResponse:
-    return _file("dashboard.html")
+async def dashboard(lang: str = Depends(document_language)) -> Response:
+    return _page("dashboard.html", lang)
 
 
 @router.get("/app")
-async def app_index() -> FileResponse:
-    return _file("index.html")
+async def app_index(lang: str = Depends(document_language)) -> Response:
+    return _page("index.html", lang)
 
 
 @router.get("/app/static/{name}")
@@ -66,7 +110,7 @@ async def app_static(name: str) -> FileResponse:
 
 
 @router.get("/app/{page}")
-async def app_page(page: str) -> FileResponse:
+async def app_page(page: str, lang: str = Depends(document_language)) -> Response:
     if page not in PAGES:
         raise HTTPException(404, "not found")
-    return _file(PAGES[page])
+    return _page(PAGES[page], lang)

@@ -48,7 +48,7 @@ def _near(pixel: tuple[int, ...], rgb: tuple[int, int, int], tolerance: int = 12
 def test_dashboard_login_shows_every_pot_with_its_status_colour(api: Api, tmp_path: Path) -> None:
     regions = _pots_in_each_status(api)
     with Page() as page:
-        page.goto(f"{api.stack.gateway_url}/dashboard")
+        page.goto(f"{api.stack.gateway_url}/dashboard?lang=en")  # Dutch by default
         page.wait_for("!document.getElementById('login').hidden")  # no token yet: the login form
         page.type_into("#token", api.token)
         page.click("#login button")
@@ -115,7 +115,7 @@ def test_dashboard_login_shows_every_pot_with_its_status_colour(api: Api, tmp_pa
 
 def test_dashboard_dom_and_a_clear_message_for_other_tokens(api: Api) -> None:
     regions = _pots_in_each_status(api)
-    url = f"{api.stack.gateway_url}/dashboard"
+    url = f"{api.stack.gateway_url}/dashboard?lang=en"  # Dutch by default
     served = api.http.get(url)
     assert served.status_code == 200 and served.headers["content-type"].startswith("text/html")
     policy = dict(part.strip().split(" ", 1) for part in served.headers["content-security-policy"].split(";"))

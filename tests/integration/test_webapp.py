@@ -208,3 +208,59 @@ def test_pages_and_files_are_served_without_a_token_and_hold_no_data(api: Api) -
     for path in ("/app/nothing", "/app/static/nothing.js", "/app/static/..%2Fapp.py", "/app/static/.hidden"):
         assert api.http.get(f"{base}{path}").status_code == 404, path
     assert api.http.get(f"{base}/app/static/school.js").headers["content-type"].startswith("text/javascript")
+
+
+def test_pages_are_dutch_by_default_and_english_on_request(api: Api, browser: Browser, page: Page) -> None:
+    """The pages' texts come from the gettext catalogue: Dutch by default, English with ?lang=en or a browser that
+    asks for English; ?lang= survives the move from /app to the role's page, and downloads follow the page's
+    language, not the browser's."""
+    base = api.stack.gateway_url
+    region = Region(api).build(pupils_per_group=1)
+    _accepted_care(api, region)
+    close = api.post("/settlements/close", json={"arrangement_id": region.arrangement_id, **MARCH})
+    assert close.status_code == 201, close.text
+    statement = next(s for s in close.json()["statements"] if s["municipality"] == "GM1507")
+    school, municipality = api.token_for("school", region.school_id), api.token_for("municipality", "GM1507")
+
+    def log_in(p: Page, token: str, query: str, lands_on: str) -> None:
+        p.goto(f"{base}/app{query}")
+        p.fill("#token", token)
+        p.click("#login button")
+        p.wait_for_url(f"{base}/app/{lands_on}{query}")
+
+    def csv_header(p: Page) -> str:
+        with p.expect_download() as info:
+            p.locator(f'tr[data-statement="{statement["statement_id"]}"] [data-download="csv"]').click()
+        return Path(info.value.path()).read_text(encoding="utf-8-sig").splitlines()[0]
+
+    # A Dutch browser (the fixture's nl-NL): Dutch, and English with ?lang=en.
+    page.goto(f"{base}/app")
+    expect(page.locator("#login h2")).to_have_text("Inloggen")
+    log_in(page, school, "?lang=en", "school")
+    assert page.evaluate("document.documentElement.lang") == "en"
+    expect(page.locator("#upload-panel h2").first).to_have_text("Upload care registrations")
+    expect(page.locator("#logout")).to_have_text("Log out")
+    expect(page.locator("#pots thead")).to_contain_text("Spent of the cap")
+    page.goto(f"{base}/app/school")
+    expect(page.locator("#upload-panel h2").first).to_have_text("Urenregistraties uploaden")
+    expect(page.locator("#pots tr.pot")).to_contain_text("binnen budget")
+
+    # A browser that asks for English (Accept-Language: en-US): English pages, Dutch ones with ?lang=nl, and a
+    # Dutch page downloads Dutch documents.
+    context = browser.new_context(viewport={"width": 1400, "height": 900}, accept_downloads=True, locale="en-US")
+    english = context.new_page()
+    english.set_default_timeout(60_000)
+    try:
+        log_in(english, municipality, "", "statements")
+        expect(english.locator("#statements thead")).to_contain_text("Statement")
+        row = english.locator(f'tr[data-statement="{statement["statement_id"]}"]')
+        expect(row).to_contain_text("2026-03-01 to 2026-03-31")
+        assert "description" in csv_header(english)
+        english.goto(f"{base}/app/statements?lang=nl")
+        expect(english.locator("h2")).to_contain_text("Mijn afrekeningen")
+        expect(row).to_contain_text("01-03-2026 t/m 31-03-2026")
+        header = csv_header(english)
+        assert "omschrijving" in header and "description" not in header
+        expect(english.locator("#message")).to_contain_text("is gedownload")
+    finally:
+        context.close()

@@ -66,10 +66,16 @@ def test_dutch_money_and_dates() -> None:
 def test_the_catalogue_translates_every_marked_text_and_nothing_else() -> None:
     """Every text marked in the code has a Dutch translation (not fuzzy), and the .po holds no stale ones:
     after changing a text, update the catalogue (README "Language")."""
-    method_map = [("services/**.py", "python"), ("shared/**.py", "python")]
+    # The web pages too (babel.cfg): the HTML's {{English text}} and the scripts' _("English text").
+    method_map = [("services/gateway/static/*.html", "shared.i18n:extract_page"),
+                  ("services/gateway/static/*.js", "javascript"),
+                  ("services/**.py", "python"), ("shared/**.py", "python")]
     keywords = {"_": None, "gettext": None, "pgettext": ((1, "c"), 2)}
     marked = {(context, message if isinstance(message, str) else message[0])
               for _, _, message, _, context in extract_from_dir(str(ROOT), method_map, keywords=keywords)}
+    assert ("Upload care registrations" in {m for _, m in marked}  # an HTML text
+            and "Done: {total} rows, {accepted} received, {duplicates} duplicate, {rejected} rejected."
+            in {m for _, m in marked})  # a script's text
     with open(LOCALE_DIR / "nl" / "LC_MESSAGES" / "zorgpot.po", "rb") as po:
         catalog = read_po(po)
     translated = {(m.context, m.id) for m in catalog if m.id and m.string and not m.fuzzy}
@@ -78,6 +84,8 @@ def test_the_catalogue_translates_every_marked_text_and_nothing_else() -> None:
     assert sorted(in_po - marked, key=str) == [], "translations of texts the code no longer has"
     cfg = (ROOT / "babel.cfg").read_text()
     assert "[python: services/**.py]" in cfg and "[python: shared/**.py]" in cfg
+    assert "page = shared.i18n:extract_page" in cfg and "[page: services/gateway/static/*.html]" in cfg
+    assert "[javascript: services/gateway/static/*.js]" in cfg
 
 
 # --- a statement in both languages ------------------------------------------------------------------------

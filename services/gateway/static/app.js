@@ -3,23 +3,24 @@
 const KEY = "zorgpot.token";
 const $ = (id) => document.getElementById(id);
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
-const EUR = new Intl.NumberFormat("nl-NL", {style: "currency", currency: "EUR"});
-const euro = (cents) => cents === null || cents === undefined ? "n.v.t." : EUR.format(cents / 100);
-const ROLE_TEXT = {coordinator: "coördinator", school: "school", municipality: "gemeente", funder: "financier",
-                   board: "schoolbestuur"};
+// i18n.js before this file: LANG, _("text") and LOCALE (amounts € 1.234,56 in Dutch, €1,234.56 in English).
+const EUR = new Intl.NumberFormat(LOCALE, {style: "currency", currency: "EUR"});
+const euro = (cents) => cents === null || cents === undefined ? _("n/a") : EUR.format(cents / 100);
+const ROLE_TEXT = {coordinator: _("coordinator"), school: _("school"), municipality: _("municipality"), funder: _("funder"),
+                   board: _("school board")};
 
 function token() { return sessionStorage.getItem(KEY); }
 
 function leave(message) {
   sessionStorage.removeItem(KEY);
-  location.replace("/app" + (message ? "#message=" + encodeURIComponent(message) : ""));
+  location.replace(pageUrl("/app") + (message ? "#message=" + encodeURIComponent(message) : ""));
 }
 
 // fetch under /api/v1 with the token; 401 sends the user back to the login form.
 async function api(path, options = {}) {
   const headers = Object.assign({"Authorization": "Bearer " + token()}, options.headers || {});
   const reply = await fetch("/api/v1" + path, Object.assign({cache: "no-store"}, options, {headers}));
-  if (reply.status === 401) leave("Dit token is niet (meer) geldig. Log opnieuw in.");
+  if (reply.status === 401) leave(_("This token is not valid (any more). Log in again."));
   return reply;
 }
 
@@ -33,12 +34,12 @@ async function json(path, options) {
 function detail(status, body) {
   const d = body && body.detail;
   if (Array.isArray(d)) return status + ": " + d.map((e) => (e.field ? e.field + ": " : "") + (e.msg || e.message)).join("; ");
-  return status + ": " + (typeof d === "string" ? d : "de server kon dit niet afhandelen");
+  return status + ": " + (typeof d === "string" ? d : _("the server could not handle this"));
 }
 
-// A document (PDF, CSV) fetched with the token and saved under the server's file name.
+// A document (PDF, CSV) in the page's language, fetched with the token and saved under the server's file name.
 async function download(path, fallbackName) {
-  const reply = await api(path);
+  const reply = await api(withLang(path));
   if (!reply.ok) throw new Error(detail(reply.status, await reply.json().catch(() => null)));
   const name = (/filename="([^"]+)"/.exec(reply.headers.get("content-disposition") || "") || [])[1] || fallbackName;
   const url = URL.createObjectURL(await reply.blob());
@@ -69,17 +70,17 @@ document.addEventListener("click", (e) => {
   const button = e.target.closest("[data-path]");
   if (!button) return;
   download(button.dataset.path, button.dataset.name)
-    .then((name) => notice(name + " is gedownload.", true))
-    .catch((err) => notice("Downloaden lukte niet: " + err.message));
+    .then((name) => notice(_("{name} has been downloaded.", {name}), true))
+    .catch((err) => notice(_("The download failed: {error}", {error: err.message})));
 });
 
 function chip(status, text) { return '<span class="chip ' + esc(status) + '">' + esc(text || status) + "</span>"; }
 
 function potRow(pot) {
   const share = pot.cap_cents > 0 ? Math.min(1, pot.spent_cents / pot.cap_cents) : 0;
-  const status = {ok: "binnen budget", warning: "waarschuwing", exceeded: "plafond overschreden"}[pot.status] || pot.status;
+  const status = {ok: _("within budget"), warning: _("warning"), exceeded: _("cap exceeded")}[pot.status] || pot.status;
   return '<tr class="pot" data-arrangement="' + esc(pot.arrangement_id) + '"><td><b>' + esc(pot.arrangement_id) +
-    '</b><div class="meta">' + esc(pot.start) + " t/m " + esc(pot.end) + "</div></td>" +
+    '</b><div class="meta">' + esc(_("{start} to {end}", {start: pot.start, end: pot.end})) + "</div></td>" +
     "<td>" + chip(pot.status, status) + "</td>" +
     '<td><div class="bar"><div class="fill ' + esc(pot.status) + '" style="width:' + (100 * share).toFixed(1) +
     '%"></div></div></td><td class="num">' + euro(pot.spent_cents) + '</td><td class="num">' + euro(pot.cap_cents) +

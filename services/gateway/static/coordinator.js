@@ -9,17 +9,17 @@ function alertsOf(pots) {
   const out = [];
   for (const p of pots) {
     const name = p.arrangement_id + " (" + (p.school_name || p.school_id) + ")";
-    if (p.status === "exceeded") out.push(["exceeded", name + ": plafond overschreden, " + euro(p.spent_cents) + " van " + euro(p.cap_cents)]);
-    else if (p.status === "warning") out.push(["warning", name + ": waarschuwingsdrempel bereikt, " + euro(p.spent_cents) + " van " + euro(p.cap_cents)]);
-    if (p.forecast_cents !== null && p.forecast_cents > p.cap_cents) out.push(["warning", name + ": prognose " + euro(p.forecast_cents) + " boven het plafond"]);
+    if (p.status === "exceeded") out.push(["exceeded", _("{pot}: cap exceeded, {spent} of {cap}", {pot: name, spent: euro(p.spent_cents), cap: euro(p.cap_cents)})]);
+    else if (p.status === "warning") out.push(["warning", _("{pot}: warning threshold reached, {spent} of {cap}", {pot: name, spent: euro(p.spent_cents), cap: euro(p.cap_cents)})]);
+    if (p.forecast_cents !== null && p.forecast_cents > p.cap_cents) out.push(["warning", _("{pot}: forecast {forecast} over the cap", {pot: name, forecast: euro(p.forecast_cents)})]);
     for (const g of p.by_group || []) {
       if (g.delivery_ratio !== null && g.delivery_ratio !== undefined && g.delivery_ratio < p.capacity_alert_ratio) {
-        out.push(["warning", name + ": groep " + g.group_id + " kreeg " + Math.round(100 * g.delivery_ratio) + "% van de geplande zorg"]);
+        out.push(["warning", _("{pot}: group {group} got {percent}% of the planned care", {pot: name, group: g.group_id, percent: Math.round(100 * g.delivery_ratio)})]);
       }
     }
     if (p.non_resident_alert_share !== null && p.non_resident_alert_share !== undefined && p.non_resident_share !== null &&
         p.non_resident_share > p.non_resident_alert_share) {
-      out.push(["warning", name + ": " + Math.round(100 * p.non_resident_share) + "% van de zorg voor leerlingen van buiten de gastgemeente"]);
+      out.push(["warning", _("{pot}: {percent}% of the care for pupils from outside the host municipality", {pot: name, percent: Math.round(100 * p.non_resident_share)})]);
     }
   }
   return out;
@@ -30,8 +30,8 @@ async function showPotsPanels() {
   if (!reply.ok) return;
   const pots = (await reply.json()).pots;
   const alerts = alertsOf(pots);
-  $("alerts").innerHTML = alerts.length ? alerts.map(([level, text]) => "<li>" + chip(level, level === "exceeded" ? "overschreden" : "let op") +
-    " " + esc(text) + "</li>").join("") : '<li class="empty">Geen signalen.</li>';
+  $("alerts").innerHTML = alerts.length ? alerts.map(([level, text]) => "<li>" + chip(level, level === "exceeded" ? _("exceeded") : _("attention")) +
+    " " + esc(text) + "</li>").join("") : '<li class="empty">' + esc(_("No alerts.")) + "</li>";
   const ids = pots.map((p) => p.arrangement_id);
   if (ids.join() !== arrangements.join()) {
     const chosen = $("close-arrangement").value;
@@ -52,23 +52,23 @@ async function showDeadletters() {
   const found = (await json("/deadletters?status=open")).deadletters;
   $("deadletters").tBodies[0].innerHTML = found.length ? found.map((d) => '<tr data-deadletter="' + esc(d.id) + '"><td><code>' +
     esc(d.id) + "</code></td><td>" + chip(d.status) + "</td><td>" + esc(d.topic || d.source_topic || "") +
-    (d.partition !== undefined ? ' <span class="meta">partitie ' + esc(d.partition) + ", offset " + esc(d.offset) + "</span>" : "") +
-    "</td><td>" + esc(d.reason) + "</td><td>" + esc(d.created_at ? new Date(d.created_at).toLocaleString("nl-NL") : "") +
-    '</td><td><button class="link" type="button" data-retry="' + esc(d.id) + '">opnieuw proberen</button></td></tr>').join("") :
-    '<tr><td colspan="6" class="empty">Geen open dead letters.</td></tr>';
+    (d.partition !== undefined ? ' <span class="meta">' + esc(_("partition {partition}, offset {offset}", {partition: d.partition, offset: d.offset})) + "</span>" : "") +
+    "</td><td>" + esc(d.reason) + "</td><td>" + esc(d.created_at ? new Date(d.created_at).toLocaleString(LOCALE) : "") +
+    '</td><td><button class="link" type="button" data-retry="' + esc(d.id) + '">' + esc(_("retry")) + "</button></td></tr>").join("") :
+    '<tr><td colspan="6" class="empty">' + esc(_("No open dead letters.")) + "</td></tr>";
 }
 
-const KIND_TEXT = {quarterly: "kwartaal", annual: "jaar", final: "eind"};
+const KIND_TEXT = {quarterly: _("quarterly"), annual: _("annual"), final: _("final")};
 
 async function showReports() {
   const reports = (await json("/reports")).reports;
   $("reports").tBodies[0].innerHTML = reports.length ? reports.map((r) => '<tr data-report="' + esc(r.report_id) +
     '"><td><code>' + esc(r.report_id) + "</code></td><td>" + esc(KIND_TEXT[r.kind] || r.kind) + "</td><td>" +
-    esc(day(r.period_start)) + " t/m " + esc(day(r.period_end)) + "</td><td>" + esc(r.arrangement_ids.join(", ")) +
+    esc(_("{start} to {end}", {start: day(r.period_start), end: day(r.period_end)})) + "</td><td>" + esc(r.arrangement_ids.join(", ")) +
     "</td><td>" + esc(day(r.issued_on)) + "</td><td>" +
     ["pdf", "csv"].map((f) => downloadButton("data-report-download", f, "/reports/" + encodeURIComponent(r.report_id) +
       "?format=" + f, r.report_id + "." + f)).join("") + "</td></tr>").join("") :
-    '<tr><td colspan="6" class="empty">Nog geen rapporten.</td></tr>';
+    '<tr><td colspan="6" class="empty">' + esc(_("No reports yet.")) + "</td></tr>";
 }
 
 // POST `body` as JSON with the button disabled meanwhile: {reply, answer}, or {} after a refusal said on the page.
@@ -94,9 +94,10 @@ async function issueReport(e) {
                 arrangement_ids: Array.from($("report-arrangements").selectedOptions).map((o) => o.value)};
   const period = $("report-period").value.trim();
   if (period) body.period = period;
-  const {reply, answer} = await submit("report-button", "/reports", body, "Het rapport kon niet worden uitgebracht: ");
+  const {reply, answer} = await submit("report-button", "/reports", body, _("The report could not be issued: "));
   if (!reply) return;
-  notice((reply.status === 201 ? "Rapport uitgebracht: " : "Dit rapport bestond al: ") + answer.report_id + ".", true);
+  notice(reply.status === 201 ? _("Report issued: {id}.", {id: answer.report_id}) :
+         _("This report existed already: {id}.", {id: answer.report_id}), true);
   await showReports();
 }
 
@@ -104,7 +105,7 @@ async function closePeriod(e) {
   e.preventDefault();
   const body = {arrangement_id: $("close-arrangement").value, period_start: $("close-start").value,
                 period_end: $("close-end").value};
-  const {reply, answer} = await submit("close-button", "/settlements/close", body, "Afsluiten lukte niet: ");
+  const {reply, answer} = await submit("close-button", "/settlements/close", body, _("Closing failed: "));
   if (!reply) return;
   const statements = answer.statements || [];
   $("closed").hidden = false;
@@ -112,9 +113,9 @@ async function closePeriod(e) {
     '<tr data-statement="' + esc(s.statement_id) + '"><td><code>' + esc(s.statement_id) + "</code></td><td>" +
     esc(s.funder || s.municipality) + '</td><td class="num">' + euro(s.total_cents) + "</td><td>" +
     statementDownloads(s.statement_id) + "</td></tr>").join("") :
-    '<tr><td colspan="4" class="empty">Geen afrekeningen: er was geen zorg in deze periode.</td></tr>';
-  notice((reply.status === 201 ? "Periode afgesloten: " : "Deze periode was al afgesloten: ") + statements.length +
-         " afrekeningen.", true);
+    '<tr><td colspan="4" class="empty">' + esc(_("No statements: there was no care in this period.")) + "</td></tr>";
+  notice((reply.status === 201 ? _("Period closed: {n} statements.", {n: statements.length}) :
+          _("This period was closed already: {n} statements.", {n: statements.length})), true);
   await showAllStatements();
 }
 
@@ -122,8 +123,8 @@ document.addEventListener("click", (e) => {
   const button = e.target.closest("[data-retry]");
   if (!button) return;
   json("/deadletters/" + encodeURIComponent(button.dataset.retry) + "/retry", {method: "POST"})
-    .then(() => notice("Dead letter " + button.dataset.retry + " is opnieuw verwerkt.", true))
-    .catch((err) => notice("Opnieuw proberen lukte niet: " + err.message))
+    .then(() => notice(_("Dead letter {id} has been processed again.", {id: button.dataset.retry}), true))
+    .catch((err) => notice(_("The retry failed: {error}", {error: err.message})))
     .finally(showDeadletters);
 });
 
@@ -137,5 +138,5 @@ $("report").addEventListener("submit", (e) => issueReport(e).catch((err) => noti
 $("refresh").addEventListener("click", refresh);
 $("logout").addEventListener("click", () => leave());  // after dashboard.js has forgotten the token
 $("login").addEventListener("submit", () => setTimeout(refresh, 0));
-if (token()) refresh(); else location.replace("/app");
+if (token()) refresh(); else location.replace(pageUrl("/app"));
 setInterval(() => { if (token()) showPotsPanels().catch(() => {}); }, 10000);

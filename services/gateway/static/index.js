@@ -7,13 +7,13 @@ async function route() {
   if (reply.status === 401) return;  // api() has sent us back here with a message
   if (reply.ok) {
     const viewer = (await reply.json()).viewer;
-    if (viewer.role === "coordinator") { location.replace("/app/coordinator"); return; }
-    if (viewer.role === "school") { location.replace("/app/school"); return; }
+    if (viewer.role === "coordinator") { location.replace(pageUrl("/app/coordinator")); return; }
+    if (viewer.role === "school") { location.replace(pageUrl("/app/school")); return; }
   }
   reply = await api("/statements");
-  if (reply.ok) { location.replace("/app/statements"); return; }
+  if (reply.ok) { location.replace(pageUrl("/app/statements")); return; }
   sessionStorage.removeItem(KEY);
-  notice("Voor dit token is er (nog) geen pagina: de pagina's zijn er voor scholen, gemeenten, financiers en de coördinator.");
+  notice(_("There is no page for this token (yet): the pages are for schools, municipalities, funders and the coordinator."));
 }
 
 // A token handed over in the fragment (#token=...), or a message from a page that sent us back (#message=...).
@@ -21,7 +21,7 @@ function fragment() {
   const params = new URLSearchParams(location.hash.slice(1));
   if (params.get("token")) sessionStorage.setItem(KEY, params.get("token"));
   if (params.get("message")) notice(params.get("message"));
-  if (location.hash) history.replaceState(null, "", location.pathname);
+  if (location.hash) history.replaceState(null, "", location.pathname + location.search);
 }
 window.addEventListener("hashchange", fragment);
 fragment();
@@ -32,6 +32,6 @@ $("login").addEventListener("submit", (e) => {
   sessionStorage.setItem(KEY, value);
   $("token").value = "";
   notice("");
-  route().catch((err) => notice("De server is niet bereikbaar: " + err.message));
+  route().catch((err) => notice(_("The server cannot be reached: {error}", {error: err.message})));
 });
-route().catch((err) => notice("De server is niet bereikbaar: " + err.message));
+route().catch((err) => notice(_("The server cannot be reached: {error}", {error: err.message})));

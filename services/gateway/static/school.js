@@ -32,7 +32,7 @@ function parseFile(name, text) {
   const csv = /\.csv$/i.test(name) || (!first.trim().startsWith("{") && first.includes("registration_id"));
   if (csv) {
     const records = csvRecords(text);
-    if (!records.length) throw new Error("het bestand is leeg");
+    if (!records.length) throw new Error(_("the file is empty"));
     return {type: "text/csv", header: records[0].text, rows: records.slice(1)};
   }
   const rows = text.split("\n").map((t, i) => ({line: i + 1, text: t.replace(/\r$/, "")})).filter((r) => r.text.trim());
@@ -73,7 +73,7 @@ async function upload() {
   try {
     parsed = parseFile(file.name, await file.text());
   } catch (err) {
-    notice("Dit bestand kan niet gelezen worden: " + err.message);
+    notice(_("This file cannot be read: {error}", {error: err.message}));
     $("upload").disabled = false;
     return;
   }
@@ -85,8 +85,8 @@ async function upload() {
   $("progress").value = 0;
   const progress = (done) => {
     $("progress").value = done;
-    $("progress-text").textContent = done + " van " + total + " rijen verstuurd: " + counts.accepted + " ontvangen, " +
-      counts.duplicates + " dubbel, " + counts.rejected + " afgewezen";
+    $("progress-text").textContent = _("{done} of {total} rows sent: {accepted} received, {duplicates} duplicate, {rejected} rejected",
+      {done, total, accepted: counts.accepted, duplicates: counts.duplicates, rejected: counts.rejected});
   };
   progress(0);
   for (let at = 0; at < total; at += BATCH) {
@@ -100,8 +100,8 @@ async function upload() {
     }
     const answer = await reply.json().catch(() => null);
     if (!reply.ok) {
-      notice("Deel vanaf regel " + rows[0].line + " is niet verwerkt (" + detail(reply.status, answer) +
-             "); de delen ervoor wel. Upload het bestand opnieuw: wat al binnen is, telt als dubbel.");
+      notice(_("The part from line {line} was not processed ({error}); the parts before it were. Upload the file again: what arrived already counts as a duplicate.",
+             {line: rows[0].line, error: detail(reply.status, answer)}));
       break;
     }
     const rejected = new Map(answer.rejected.map((r) => [r.index, r]));
@@ -114,8 +114,8 @@ async function upload() {
     progress(Math.min(at + BATCH, total));
   }
   if ($("message").hidden) {
-    notice("Klaar: " + total + " rijen, " + counts.accepted + " ontvangen, " + counts.duplicates + " dubbel, " +
-           counts.rejected + " afgewezen.", counts.rejected === 0);
+    notice(_("Done: {total} rows, {accepted} received, {duplicates} duplicate, {rejected} rejected.",
+             {total, accepted: counts.accepted, duplicates: counts.duplicates, rejected: counts.rejected}), counts.rejected === 0);
   }
   const known = JSON.parse(sessionStorage.getItem(UPLOADED) || "[]");
   sessionStorage.setItem(UPLOADED, JSON.stringify([...new Set(known.concat(sent))].slice(-SHOWN)));
@@ -124,7 +124,7 @@ async function upload() {
   showPots();
 }
 
-const STATUS_TEXT = {pending: "in behandeling", accepted: "geaccepteerd", rejected: "afgewezen", voided: "ingetrokken"};
+const STATUS_TEXT = {pending: _("pending"), accepted: _("accepted"), rejected: _("rejected"), voided: _("voided")};
 let watching = 0;
 
 // GET /hours/{id} for the uploaded registrations; while some are pending, asks again.
@@ -136,19 +136,19 @@ async function showRegistrations(fresh) {
   for (let i = 0; i < ids.length; i += 20) {  // 20 at a time
     views.push(...await Promise.all(ids.slice(i, i + 20).map(async (id) => {
       const reply = await api("/hours/" + encodeURIComponent(id));
-      return reply.ok ? reply.json() : {registration_id: id, status: "unknown", reason: "niet gevonden (" + reply.status + ")"};
+      return reply.ok ? reply.json() : {registration_id: id, status: "unknown", reason: _("not found ({status})", {status: reply.status})};
     })));
   }
   if (gen !== watching) return;
   const counts = {};
   views.forEach((v) => { counts[v.status] = (counts[v.status] || 0) + 1; });
-  $("registrations-summary").textContent = views.length + " registraties: " + Object.entries(counts)
-    .map(([status, n]) => n + " " + (STATUS_TEXT[status] || status)).join(", ") +
-    (views.length > LISTED ? "; de laatste " + LISTED + " staan hieronder, de afgewezen altijd" : "");
+  $("registrations-summary").textContent = _("{n} registrations: {counts}", {n: views.length, counts: Object.entries(counts)
+    .map(([status, n]) => n + " " + (STATUS_TEXT[status] || status)).join(", ")}) +
+    (views.length > LISTED ? _("; the last {n} are listed below, the rejected ones always", {n: LISTED}) : "");
   const listed = views.filter((v, i) => v.status === "rejected" || i >= views.length - LISTED);
   $("registrations").tBodies[0].innerHTML = listed.map((v) =>
     '<tr data-registration="' + esc(v.registration_id) + '" data-status="' + esc(v.status) + '"><td>' +
-    esc(v.registration_id) + "</td><td>" + chip(v.status, STATUS_TEXT[v.status]) + (v.void_pending ? ' <span class="meta">intrekking loopt</span>' : "") +
+    esc(v.registration_id) + "</td><td>" + chip(v.status, STATUS_TEXT[v.status]) + (v.void_pending ? ' <span class="meta">' + esc(_("void pending")) + "</span>" : "") +
     "</td><td>" + esc(v.reason) + '</td><td class="num">' + (v.cost_cents !== undefined && v.cost_cents !== null ? euro(v.cost_cents) : "") +
     "</td></tr>").reverse().join("");
   if (views.some((v) => v.status === "pending")) setTimeout(() => showRegistrations(false), 1500);
@@ -159,16 +159,16 @@ async function showPots() {
     const body = await json("/pots");
     $("who").textContent = ROLE_TEXT[body.viewer.role] + " " + (body.viewer.subject || "");
     $("pots").tBodies[0].innerHTML = body.pots.length ? body.pots.map(potRow).join("") :
-      '<tr><td colspan="7" class="empty">Er is nog geen arrangement voor deze school.</td></tr>';
+      '<tr><td colspan="7" class="empty">' + esc(_("There is no arrangement for this school yet.")) + "</td></tr>";
   } catch (err) {
-    notice("De potten zijn niet beschikbaar: " + err.message);
+    notice(_("The pots are unavailable: {error}", {error: err.message}));
   }
 }
 
 if (page()) {
   $("file").addEventListener("change", () => { $("upload").disabled = !$("file").files.length; });
   $("upload").addEventListener("click", () => upload().catch((err) => {
-    notice("Het uploaden is afgebroken: " + err.message + ". Upload het bestand opnieuw: wat al binnen is, telt als dubbel.");
+    notice(_("The upload was interrupted: {error}. Upload the file again: what arrived already counts as a duplicate.", {error: err.message}));
     $("upload").disabled = false;
   }));
   $("refresh").addEventListener("click", () => showRegistrations(true));
