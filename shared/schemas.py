@@ -39,6 +39,11 @@ FUNDER_KINDS = ("wlz_office", "health_insurer", "school_partnership", "school_bo
 SETTLEMENT_KEYS = KEY_NAMES  # the registry in shared/settlement_keys.py
 
 SlugId = Annotated[str, Field(pattern=SLUG_ID.pattern, min_length=1, max_length=64)]
+# Upper bounds far above any real figure, so a number always fits the 64-bit integers of the events, the
+# databases and JSON readers (the fuzzer found a 24-digit norm that made PUT /norms answer 500).
+MAX_CENTS = 10**13  # EUR 100 billion
+MAX_COUNT = 10**9
+MINUTES_PER_WEEK = 7 * 24 * 60
 
 
 class Model(BaseModel):
@@ -72,7 +77,7 @@ class Residence(Period):
 
 class Municipality(Model):
     name: str = Field(min_length=1, max_length=200)
-    youth_population: int | None = Field(default=None, ge=0)
+    youth_population: int | None = Field(default=None, ge=0, le=MAX_COUNT)
     # Absent: participates always. Present: participates only on days one of these periods covers.
     participation: list[Period] | None = None
 
@@ -94,7 +99,7 @@ class Group(Model):
 class CareNeed(Period):
     """How much care a pupil needs, effective-dated (the per-pupil norm compares it with its threshold)."""
 
-    minutes_per_week: int = Field(ge=0, le=7 * 24 * 60)
+    minutes_per_week: int = Field(ge=0, le=MINUTES_PER_WEEK)
 
 
 class Eligibility(Period):
@@ -157,7 +162,7 @@ class Board(Model):
 
     name: str = Field(min_length=1, max_length=200)
     school_ids: list[SlugId] = Field(min_length=1)
-    cap_cents: int = Field(ge=0)
+    cap_cents: int = Field(ge=0, le=MAX_CENTS)
 
 
 class Transfer(Model):
@@ -166,7 +171,7 @@ class Transfer(Model):
     transfer_id: SlugId
     from_arrangement: SlugId
     to_arrangement: SlugId
-    amount_cents: int = Field(gt=0)
+    amount_cents: int = Field(gt=0, le=MAX_CENTS)
     date: dt.date
 
     @model_validator(mode="after")
@@ -178,8 +183,8 @@ class Transfer(Model):
 
 class NormVersion(Model):
     valid_from: dt.date = Field(alias="from")
-    threshold_minutes_per_week: int = Field(gt=0)
-    norm_minutes_per_week: int = Field(ge=0)
+    threshold_minutes_per_week: int = Field(gt=0, le=MINUTES_PER_WEEK)
+    norm_minutes_per_week: int = Field(ge=0, le=MINUTES_PER_WEEK)
 
 
 class Norm(Model):
@@ -197,23 +202,23 @@ class PlanLine(Period):
     """Planned care for one group: minutes a week from `from` (until `until`)."""
 
     group_id: SlugId
-    minutes_per_week: int = Field(ge=0, le=7 * 24 * 60)
+    minutes_per_week: int = Field(ge=0, le=MINUTES_PER_WEEK)
 
 
 class Rate(Model):
     valid_from: dt.date = Field(alias="from")
-    hourly_rate_cents: int = Field(gt=0)
+    hourly_rate_cents: int = Field(gt=0, le=MAX_CENTS)
 
 
 class FundingLine(Model):
     source: str = Field(min_length=1, max_length=40)
     funder: str | None = Field(default=None, max_length=200)
-    amount_cents: int = Field(ge=0)
+    amount_cents: int = Field(ge=0, le=MAX_CENTS)
 
 
 class Installment(Model):
     due: dt.date
-    amount_cents: int = Field(ge=0)
+    amount_cents: int = Field(ge=0, le=MAX_CENTS)
 
 
 class Funder(Model):
@@ -228,15 +233,15 @@ class Contribution(Model):
     """A fixed amount a funder pays towards the cost the municipalities would otherwise pay (the waterfall)."""
 
     funder: SlugId
-    amount_cents: int = Field(gt=0)
+    amount_cents: int = Field(gt=0, le=MAX_CENTS)
     label: str | None = Field(default=None, min_length=1, max_length=200)
 
 
 class SettlementPolicy(Model):
     key: Literal[KEY_NAMES]  # type: ignore[valid-type]  # shared/settlement_keys.py
-    shares: dict[str, int] | None = None
+    shares: dict[str, Annotated[int, Field(le=MAX_COUNT)]] | None = None
     municipalities: list[str] | None = None
-    education_contribution_cents: int = Field(default=0, ge=0)
+    education_contribution_cents: int = Field(default=0, ge=0, le=MAX_CENTS)
     non_participating: Literal["host_absorbs", "bill"] = "host_absorbs"
     # Law -> funder id: care tagged with that law is charged in full to that funder.
     frameworks: dict[Literal["wlz", "zvw", "education", "wmo"], SlugId] | None = None
@@ -275,8 +280,8 @@ class Arrangement(Model):
     start: dt.date
     end: dt.date
     rates: list[Rate] = Field(min_length=1)
-    cap_cents: int = Field(ge=0)
-    individual_rate_cents: int | None = Field(default=None, gt=0)
+    cap_cents: int = Field(ge=0, le=MAX_CENTS)
+    individual_rate_cents: int | None = Field(default=None, gt=0, le=MAX_CENTS)
     funding: list[FundingLine] = Field(default_factory=list)
     installments: list[Installment] = Field(default_factory=list)
     alert_thresholds: list[float] = Field(default_factory=lambda: [0.8, 1.0])
@@ -380,7 +385,7 @@ class PaymentRequest(Model):
 
     payment_id: str = Field(min_length=1, max_length=64, pattern=REGISTRATION_ID.pattern)
     date: dt.date
-    amount_cents: int = Field(ge=1, strict=True, description="euro cents paid, a positive whole number")
+    amount_cents: int = Field(ge=1, le=MAX_CENTS, strict=True, description="euro cents paid, a positive whole number")
     reference: str | None = Field(default=None, min_length=1, max_length=200)
 
     def content_hash(self) -> str:
