@@ -22,7 +22,8 @@ if TEST_DB not in ("sqlite", "postgresql"):
 # The service tests that run on PostgreSQL too: every stream service's flow, faults and replay.
 POSTGRES_MODULES = {"test_hours_flow.py", "test_faults.py", "test_budget.py", "test_settlement.py", "test_settlement_sums.py",
                     "test_replay.py", "test_scale_out.py", "test_shared_books.py", "test_payments.py", "test_kernel_faults.py",
-                    "test_final_settlement.py", "test_boards.py", "test_capacity.py"}
+                    "test_final_settlement.py", "test_boards.py", "test_capacity.py", "test_funders.py", "test_norms.py",
+                    "test_reports.py", "test_webhooks.py"}
 _postgres = None  # the session's PostgresServer when TEST_DB == "postgresql"
 
 
