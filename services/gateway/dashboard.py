@@ -28,6 +28,7 @@ from __future__ import annotations
 import html
 import io
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -62,6 +63,10 @@ def _file(name: str) -> FileResponse:
     return FileResponse(path, media_type=MEDIA[path.suffix], headers=HEADERS)
 
 
+# A part two pages share (the pots board of /dashboard and /app/coordinator), one directory, no nesting.
+INCLUDE = re.compile(r"<!--include ([A-Za-z0-9-]+\.html)-->")
+
+
 @lru_cache(maxsize=None)
 def _script_messages(lang: str) -> str:
     """The scripts' texts (`_("...")` in static/*.js) and their translations, as JSON for the page."""
@@ -79,7 +84,8 @@ def _script_messages(lang: str) -> str:
 @lru_cache(maxsize=None)
 def _render(name: str, lang: str) -> bytes:
     tr = translator(lang)
-    text = (STATIC / name).read_text(encoding="utf-8")
+    text = INCLUDE.sub(lambda m: (STATIC / m.group(1)).read_text(encoding="utf-8").rstrip("\n"),
+                       (STATIC / name).read_text(encoding="utf-8"))
     text = PAGE_TEXT.sub(lambda m: html.escape(tr._(page_text(m.group(1))), quote=True), text)
     text = text.replace('<html lang="en">', f'<html lang="{lang}">', 1)
     block = f'<script type="application/json" id="messages">{_script_messages(lang)}</script>\n'
