@@ -36,7 +36,6 @@ FRAMEWORK_LAWS = ("wlz", "zvw", "education", "wmo")
 # Laws whose care the municipalities pay by the key when no framework routes it (design.md section 9).
 MUNICIPAL_LAWS = ("jeugdwet", "wmo")
 FUNDER_KINDS = ("wlz_office", "health_insurer", "school_partnership", "school_board", "subsidy_fund", "other")
-SETTLEMENT_KEYS = KEY_NAMES  # the registry in shared/settlement_keys.py
 
 SlugId = Annotated[str, Field(pattern=SLUG_ID.pattern, min_length=1, max_length=64)]
 # Upper bounds far above any real figure, so a number always fits the 64-bit integers of the events, the
@@ -225,7 +224,7 @@ class Funder(Model):
     """A party other than a municipality that receives statements (design.md section 9)."""
 
     name: str = Field(min_length=1, max_length=200)
-    kind: Literal["wlz_office", "health_insurer", "school_partnership", "school_board", "subsidy_fund", "other"]
+    kind: Literal[FUNDER_KINDS]  # type: ignore[valid-type]
     code: str | None = Field(default=None, min_length=1, max_length=40)  # e.g. an AGB or UZOVI code
 
 
@@ -244,7 +243,7 @@ class SettlementPolicy(Model):
     education_contribution_cents: int = Field(default=0, ge=0, le=MAX_CENTS)
     non_participating: Literal["host_absorbs", "bill"] = "host_absorbs"
     # Law -> funder id: care tagged with that law is charged in full to that funder.
-    frameworks: dict[Literal["wlz", "zvw", "education", "wmo"], SlugId] | None = None
+    frameworks: dict[Literal[FRAMEWORK_LAWS], SlugId] | None = None  # type: ignore[valid-type]
     # Applied in this order to the municipal cost, each used up by the closes in period order.
     contributions: list[Contribution] | None = None
 

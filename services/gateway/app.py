@@ -228,10 +228,7 @@ def api_router() -> APIRouter:
     async def get_funder(request: Request, funder_id: IdPath, principal: Principal = Depends(authenticate)):
         if not principal.may_read_funder(funder_id):
             raise NotFound(f"funder {funder_id!r} not found")
-        doc = await request.app.state.registry.get("funder", funder_id)
-        if doc is None:
-            raise NotFound(f"funder {funder_id!r} not found")
-        return {"funder_id": funder_id, **doc}
+        return await request.app.state.registry.view("funder", funder_id, "funder_id")
 
     @r.put("/schools/{school_id}", tags=["reference data"], dependencies=[Depends(require_broker)])
     async def put_school(body: School, request: Request, school_id: IdPath,

@@ -11,7 +11,6 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 
 from services.gateway.auth import Principal
 from services.gateway.deps import IdPath, require_broker, require_coordinator
-from services.gateway.service import NotFound
 from shared.schemas import Calendar
 
 router = APIRouter(tags=["reference data"])
@@ -46,7 +45,4 @@ async def put_calendar(body: Calendar, request: Request, calendar_id: IdPath,
 
 @router.get("/calendars/{calendar_id}")
 async def get_calendar(request: Request, calendar_id: IdPath, _: Principal = Depends(require_coordinator)):
-    doc = await request.app.state.registry.get("calendar", calendar_id)
-    if doc is None:
-        raise NotFound(f"calendar {calendar_id!r} not found")
-    return {"calendar_id": calendar_id, **doc}
+    return await request.app.state.registry.view("calendar", calendar_id, "calendar_id")

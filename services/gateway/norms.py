@@ -11,7 +11,6 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 
 from services.gateway.auth import Principal
 from services.gateway.deps import IdPath, require_broker, require_coordinator
-from services.gateway.service import NotFound
 from shared.schemas import Norm
 
 router = APIRouter(tags=["reference data"])
@@ -31,7 +30,4 @@ async def put_norm(body: Norm, request: Request, norm_id: IdPath, _: Principal =
 
 @router.get("/norms/{norm_id}")
 async def get_norm(request: Request, norm_id: IdPath, _: Principal = Depends(require_coordinator)):
-    doc = await request.app.state.registry.get("norm", norm_id)
-    if doc is None:
-        raise NotFound(f"norm {norm_id!r} not found")
-    return {"norm_id": norm_id, **doc}
+    return await request.app.state.registry.view("norm", norm_id, "norm_id")

@@ -58,6 +58,13 @@ class RegistryWriter:
         async with self.engine.connect() as conn:
             return await registry_doc(conn, kind, key)
 
+    async def view(self, kind: str, key: str, id_field: str) -> dict[str, Any]:
+        """The document as GET returns it (`{id_field: key, **doc}`); NotFound naming it when there is none."""
+        doc = await self.get(kind, key)
+        if doc is None:
+            raise NotFound(f"{kind} {key!r} not found")
+        return {id_field: key, **doc}
+
     async def put(self, kind: str, key: str, doc: dict[str, Any], school_id: str | None = None) -> int:
         """Store the full new state and publish it; returns the registry version."""
         async with self.engine.begin() as conn:

@@ -44,12 +44,6 @@ from shared.settlement_keys import KEYS
 from shared.statements import STATEMENT_SCHEMA_VERSION, issue
 
 
-# Keys whose split is decided per period (a weight per municipality), as opposed to per registration
-# (each registration's own pupils and their residence on the care date): shared/settlement_keys.py.
-PERIOD_KEYS = tuple(name for name, key in KEYS.items() if key.by_period)
-REGISTRATION_KEYS = tuple(name for name, key in KEYS.items() if not key.by_period)
-
-LINE_KINDS = ("care", "absorbed", "correction", "education_contribution", "contribution")
 K = TypeVar("K", bound=Hashable)
 
 
